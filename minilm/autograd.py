@@ -1,0 +1,517 @@
+"""The autograd engine: `Tensor`, `Function`, and reverse-mode differentiation.
+
+How it fits together (read this file first):
+
+- A `Tensor` wraps an array (`.data`, NumPy or CuPy). A tensor made by an op remembers the
+  `Function` that made it (`.creator`); a leaf tensor made by the user has none.
+- A `Function` runs `forward` on arrays and, when gradients are wanted, keeps its input
+  tensors. Its `backward` maps output gradients to input gradients and is written with
+  Tensor ops, so running it with grad mode on (`create_graph=True`) records a graph of the
+  gradient itself: that is double backprop, for free.
+- A function holds its outputs only through weak references, so there is no reference
+  cycle output -> creator -> output: a graph is freed as soon as user code drops it.
+- `Tensor.backward` walks the graph without recursion: first it counts, for every function,
+  how many gradient contributions it will receive; then it runs functions whose count has
+  reached zero (Kahn's topological order). So a 20,000-op chain is as fine as a short one.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import backend as _backend
+
+# ---------------------------------------------------------------------------------------
+# Grad mode: whether ops record the graph. Thread-local, as each thread runs its own graphs.
+# ---------------------------------------------------------------------------------------
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextmanager
+def set_grad_enabled(enabled: bool):
+    previous = is_grad_enabled()
+    _state.grad_enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+
+
+def no_grad():
+    """Context manager: ops inside record no graph (inference, optimizer updates)."""
+    return set_grad_enabled(False)
+
+
+def enable_grad():
+    """Context manager: turn graph recording back on inside a `no_grad` block."""
+    return set_grad_enabled(True)
+
+
+# ---------------------------------------------------------------------------------------
+# dtypes
+# ---------------------------------------------------------------------------------------
+float16, float32, float64 = np.float16, np.float32, np.float64
+int32, int64, uint8, bool_ = np.int32, np.int64, np.uint8, np.bool_
+_default_dtype = np.dtype(np.float32)
+
+
+def set_default_dtype(dtype) -> None:
+    """The dtype of floating-point tensors made from Python numbers (float32 unless changed)."""
+    global _default_dtype
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"the default dtype must be a floating-point dtype, got {dtype}")
+    _default_dtype = dtype
+
+
+def get_default_dtype() -> np.dtype:
+    return _default_dtype
+
+
+def _is_floating(dtype) -> bool:
+    return np.dtype(dtype).kind == "f"
+
+
+class GraphError(RuntimeError):
+    """Misuse of the autograd graph (backward twice through a freed graph, in-place edits...)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Tensor
+# ---------------------------------------------------------------------------------------
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    Arithmetic operators and most methods (`sum`, `reshape`, `relu`, ...) are attached in
+    `minilm/ops.py`, next to their gradient rules.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "creator", "_version", "_hooks", "name", "__weakref__")
+    __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None, name: str | None = None):
+        if not _is_array(data) or dtype is not None or device is not None:
+            data = _to_array(data, dtype, device)
+        self.data = data
+        self.grad: Tensor | None = None
+        self.creator: Function | None = None
+        self._version = 0
+        self._hooks = None
+        self.name = name
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # -- basic properties --------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> _backend.Device:
+        return _backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.creator is None
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=20, prefix="tensor(")
+        extras = []
+        if self.dtype != _default_dtype and self.dtype.kind == "f" or self.dtype.kind != "f":
+            extras.append(f"dtype={self.dtype}")
+        if self.device.name != "cpu":
+            extras.append(f"device='{self.device.name}'")
+        if self.creator is not None:
+            extras.append(f"grad_fn={type(self.creator).__name__}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    # -- conversion ----------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The values as a host NumPy array (copied from the GPU when needed)."""
+        return self.device.to_host(self.data)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with exactly one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def to(self, device=None, dtype=None) -> "Tensor":
+        """This tensor on another device ('cpu' / 'cuda') and/or with another dtype.
+
+        Differentiable: gradients flow back to the original device and dtype.
+        """
+        from .ops import to_device, astype
+
+        out = self
+        if device is not None and _backend.get_device(device) != self.device:
+            out = to_device(out, _backend.get_device(device))
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            out = astype(out, dtype)
+        return out
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
+
+    # -- autograd ------------------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if requires_grad and not _is_floating(self.dtype):
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.dtype}; "
+                "convert first, e.g. t.to(dtype=ml.float32)"
+            )
+        if not requires_grad and self.creator is not None:
+            raise GraphError("requires_grad can only be switched off on leaf tensors; use .detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def detach(self) -> "Tensor":
+        """The same values (shared memory), cut off from the graph."""
+        return Tensor(self.data)
+
+    def register_hook(self, hook):
+        """Call `hook(grad)` when this tensor's gradient is computed; a non-None return replaces it.
+
+        Returns a handle whose `.remove()` takes the hook off again.
+        """
+        if not self.requires_grad:
+            raise GraphError("cannot register a hook on a tensor that does not require grad")
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(hook)
+        return _HookHandle(self._hooks, hook)
+
+    def backward(self, grad=None, retain_graph: bool | None = None, create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into `.grad` of every leaf that requires grad.
+
+        grad: the gradient of some final scalar w.r.t. this tensor; may be omitted only when
+        this tensor has a single element (then it is 1).
+        retain_graph: keep the graph's saved buffers so backward can run through it again
+        (defaults to create_graph).
+        create_graph: record the backward pass itself, so the gradients can be differentiated.
+        """
+        if not self.requires_grad:
+            raise GraphError(
+                "backward() on a tensor that does not require grad: no input of the computation "
+                "had requires_grad=True (or it ran under no_grad())"
+            )
+        if grad is None:
+            if self.size != 1:
+                raise GraphError(
+                    f"backward() on a tensor of shape {self.shape} needs a gradient: pass "
+                    f"grad= a tensor of shape {self.shape} (e.g. y.backward(ml.ones_like(y))), "
+                    "or reduce to a scalar first (e.g. y.sum().backward())"
+                )
+            grad = Tensor(self.device.xp.ones(self.shape, dtype=self.dtype))
+        else:
+            grad = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=self.dtype, device=self.device)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(): grad has shape {grad.shape} but the tensor has shape {self.shape}")
+        if retain_graph is None:
+            retain_graph = create_graph
+        _run_backward(self, grad, retain_graph, create_graph)
+
+    def zero_grad_(self) -> None:
+        self.grad = None
+
+    # -- guarded in-place updates ------------------------------------------------------------
+    def _check_inplace(self, what: str) -> None:
+        if is_grad_enabled() and (self.creator is not None or self.requires_grad):
+            raise GraphError(
+                f"in-place {what} on a tensor that is part of the autograd graph: autograd does "
+                "not record in-place changes. Wrap it in `with ml.no_grad():` (for parameter "
+                "updates) or use the out-of-place op."
+            )
+        self._version += 1
+
+    def zero_(self) -> "Tensor":
+        self._check_inplace("zero_()")
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value) -> "Tensor":
+        self._check_inplace("fill_()")
+        self.data[...] = value
+        return self
+
+    def copy_(self, source) -> "Tensor":
+        self._check_inplace("copy_()")
+        source = source.data if isinstance(source, Tensor) else source
+        self.data[...] = self.device.xp.asarray(source)
+        return self
+
+    def add_(self, other, alpha=1.0) -> "Tensor":
+        self._check_inplace("add_()")
+        other = other.data if isinstance(other, Tensor) else other
+        if alpha == 1.0:
+            self.data += other
+        else:
+            self.data += alpha * other
+        return self
+
+    def mul_(self, other) -> "Tensor":
+        self._check_inplace("mul_()")
+        self.data *= other.data if isinstance(other, Tensor) else other
+        return self
+
+    def __setitem__(self, key, value) -> None:
+        self._check_inplace("item assignment")
+        from .ops import _index_key
+
+        self.data[_index_key(key)] = value.data if isinstance(value, Tensor) else value
+
+
+class _HookHandle:
+    def __init__(self, hooks: list, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self) -> None:
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def _is_array(data) -> bool:
+    return isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__")
+
+
+def _to_array(data, dtype=None, device=None):
+    """Make an array from user data: floats default to the default dtype, ints to int64."""
+    if isinstance(data, Tensor):
+        data = data.data
+    target = _backend.get_device(device) if device is not None else None
+    if _is_array(data):
+        source = _backend.device_of(data)
+        if target is None:
+            target = source
+        if target != source:
+            data = source.to_host(data)
+    else:
+        if target is None:
+            target = _backend.default_device()
+        if dtype is None:
+            host = np.asarray(data)
+            if host.dtype.kind == "f":
+                host = host.astype(_default_dtype)
+            elif host.dtype.kind in "iu" and not isinstance(data, np.ndarray):
+                host = host.astype(np.int64)
+            elif host.dtype.kind not in "iub":
+                raise TypeError(f"cannot make a tensor from data of dtype {host.dtype}")
+            data = host
+    return target.asarray(data, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Function: one differentiable operation
+# ---------------------------------------------------------------------------------------
+class Function:
+    """An operation with a forward on arrays and a backward on Tensors.
+
+    Subclasses implement:
+      forward(self, *arrays) -> array | tuple of arrays      (save what backward needs on self)
+      backward(self, *grads: Tensor | None) -> Tensor | None | tuple of them
+    Outputs that got no gradient arrive in `backward` as zeros, so rules need no None checks.
+    """
+
+    inputs: tuple | None = None
+
+    def __call__(self, *inputs: Tensor):
+        arrays = [x.data for x in inputs]
+        if len(arrays) > 1:
+            _check_same_device(self, arrays)
+        outputs = self.forward(*arrays)
+        single = not isinstance(outputs, tuple)
+        if single:
+            outputs = (outputs,)
+        results = tuple(Tensor(y if not isinstance(y, np.generic) else np.asarray(y)) for y in outputs)
+        if is_grad_enabled() and any(x.requires_grad for x in inputs):
+            self.inputs = inputs
+            self.input_versions = tuple(x._version for x in inputs)
+            self.outputs = tuple(weakref.ref(y) for y in results)
+            self.output_specs = tuple((y.shape, y.dtype) for y in results)
+            for y in results:
+                y.creator = self
+                y.requires_grad = True
+        return results[0] if single else results
+
+    def forward(self, *arrays):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")  # abstract
+
+    def backward(self, *grads):
+        raise NotImplementedError(f"{type(self).__name__} must implement backward")  # abstract
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def needs_grad(self, index: int) -> bool:
+        """Whether input `index` wants a gradient (skip computing it otherwise)."""
+        return self.inputs[index].requires_grad
+
+    def output(self, index: int = 0) -> Tensor:
+        """The output tensor, for rules written in terms of it (exp, tanh, softmax...)."""
+        return self.outputs[index]()
+
+    def release(self) -> None:
+        """Drop inputs and saved buffers after backward (the graph can then be freed)."""
+        self.__dict__.clear()
+
+
+def _check_same_device(fn: Function, arrays) -> None:
+    first = type(arrays[0])
+    for a in arrays[1:]:
+        if type(a) is not first:
+            names = sorted({_backend.device_of(b).name for b in arrays})
+            raise _backend.BackendError(
+                f"{type(fn).__name__}: expected all tensors on one device, but found tensors on "
+                f"{' and '.join(names)}; move them with t.to('cpu') or t.to('cuda')"
+            )
+
+
+# ---------------------------------------------------------------------------------------
+# The backward pass
+# ---------------------------------------------------------------------------------------
+_FREED_GRAPH = (
+    "trying to backward through a graph a second time, but its saved buffers were already "
+    "freed; pass retain_graph=True to the first backward() if you need to run it twice"
+)
+
+
+def _run_hooks(tensor: Tensor, grad: Tensor) -> Tensor:
+    for hook in list(tensor._hooks):
+        replaced = hook(grad)
+        if replaced is not None:
+            grad = replaced
+    return grad
+
+
+def _run_backward(root: Tensor, root_grad: Tensor, retain_graph: bool, create_graph: bool) -> None:
+    leaf_grads: dict[int, list] = {}  # id(leaf) -> [leaf, gradient summed over this pass]
+
+    def accumulate(store: dict, tensor: Tensor, grad: Tensor) -> None:
+        # The tensor is stored with its gradient so that it stays alive (and its id unique)
+        # until its gradient has been consumed.
+        entry = store.get(id(tensor))
+        if entry is None:
+            store[id(tensor)] = [tensor, grad]
+        else:
+            entry[1] = entry[1] + grad
+
+    with set_grad_enabled(create_graph):
+        if root.creator is None:
+            accumulate(leaf_grads, root, root_grad)
+        else:
+            # 1. How many gradient contributions will each function receive?
+            pending: dict[Function, int] = {root.creator: 0}
+            stack = [root.creator]
+            while stack:
+                fn = stack.pop()
+                if fn.inputs is None:
+                    raise GraphError(_FREED_GRAPH)
+                for x in fn.inputs:
+                    creator = x.creator
+                    if creator is None or not x.requires_grad:
+                        continue
+                    if creator in pending:
+                        pending[creator] += 1
+                    else:
+                        pending[creator] = 1
+                        stack.append(creator)
+
+            # 2. Run each function once all its contributions are in (Kahn's algorithm).
+            grads: dict[int, list] = {id(root): [root, root_grad]}
+            ready = [root.creator]
+            while ready:
+                fn = ready.pop()
+                output_grads = []
+                for ref, (shape, dtype) in zip(fn.outputs, fn.output_specs):
+                    y = ref()
+                    entry = grads.pop(id(y), None) if y is not None else None
+                    if entry is None:
+                        output_grads.append(None)
+                        continue
+                    g = entry[1]
+                    if y._hooks:
+                        g = _run_hooks(y, g)
+                    output_grads.append(g)
+                for x, version in zip(fn.inputs, fn.input_versions):
+                    if x._version != version:
+                        raise GraphError(
+                            f"a tensor of shape {x.shape} saved by {type(fn).__name__} for backward "
+                            f"was modified in place (version {version} -> {x._version}); use an "
+                            "out-of-place op instead"
+                        )
+                if all(g is None for g in output_grads):
+                    input_grads = (None,) * len(fn.inputs)
+                else:
+                    xp = _backend.device_of(fn.inputs[0].data).xp
+                    output_grads = [
+                        g if g is not None else Tensor(xp.zeros(shape, dtype=dtype))
+                        for g, (shape, dtype) in zip(output_grads, fn.output_specs)
+                    ]
+                    input_grads = fn.backward(*output_grads)
+                    if not isinstance(input_grads, tuple):
+                        input_grads = (input_grads,)
+                for x, gx in zip(fn.inputs, input_grads):
+                    if not x.requires_grad:
+                        continue
+                    creator = x.creator
+                    if gx is not None:
+                        if gx.shape != x.shape:
+                            raise GraphError(
+                                f"internal error: {type(fn).__name__}.backward returned a gradient of "
+                                f"shape {gx.shape} for an input of shape {x.shape}"
+                            )
+                        accumulate(grads if creator is not None else leaf_grads, x, gx)
+                    if creator is not None:
+                        pending[creator] -= 1
+                        if pending[creator] == 0:
+                            ready.append(creator)
+                if not retain_graph:
+                    fn.release()
+
+        # 3. Leaves: run their hooks on the total gradient of this pass, then accumulate.
+        for leaf, g in leaf_grads.values():
+            if leaf._hooks:
+                g = _run_hooks(leaf, g)
+            if not create_graph:
+                g = Tensor(g.data)  # a plain value, never part of a graph
+            leaf.grad = g if leaf.grad is None else leaf.grad + g

@@ -1,0 +1,372 @@
+"""Neural-network functions: softmax, cross-entropy, GELU, layer norm, dropout, attention.
+
+The heavy ones are fused `Function`s: one forward over arrays, one gradient rule. Their
+gradient formulas are written once, as plain arithmetic that works on arrays *and* on
+Tensors: during an ordinary backward (grad mode off) they run on arrays, fast; under
+`create_graph=True` (grad mode on) the same formula runs on Tensors and records the graph
+needed for second derivatives.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import backend as _backend
+from . import ops
+from .autograd import Function, Tensor, is_grad_enabled
+from .ops import register, relu, sigmoid, tanh  # noqa: F401 - re-exported as F.relu etc.
+
+
+def _values(tensor: Tensor, array):
+    """`array` (a buffer saved by forward) as a plain array, or as the live Tensor when the
+    backward pass is being recorded (so that second derivatives see the dependency)."""
+    return tensor if is_grad_enabled() else array
+
+
+def _wrap(value) -> Tensor:
+    return value if isinstance(value, Tensor) else Tensor(value)
+
+
+# ---------------------------------------------------------------------------------------
+# softmax / log_softmax
+# ---------------------------------------------------------------------------------------
+class Softmax(Function):
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, x):
+        xp = ops._xp(x)
+        y = x - x.max(axis=self.axis, keepdims=True)  # shift for stability; result unchanged
+        xp.exp(y, out=y)
+        y /= y.sum(axis=self.axis, keepdims=True)
+        return y
+
+    def backward(self, gy):
+        y = self.output()
+        y, g = _values(y, y.data), _values(gy, gy.data)
+        # dx = y * (g - sum(g * y))
+        return _wrap(y * (g - (g * y).sum(axis=self.axis, keepdims=True)))
+
+
+class LogSoftmax(Function):
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, x):
+        xp = ops._xp(x)
+        shifted = x - x.max(axis=self.axis, keepdims=True)
+        shifted -= xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        return shifted
+
+    def backward(self, gy):
+        y = self.output()
+        g = _values(gy, gy.data)
+        probabilities = ops.exp(y) if is_grad_enabled() else ops._xp(y.data).exp(y.data)
+        # dx = g - softmax(x) * sum(g)
+        return _wrap(g - probabilities * g.sum(axis=self.axis, keepdims=True))
+
+
+@register("softmax")
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    return Softmax(axis)(x)
+
+
+@register("log_softmax")
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    return LogSoftmax(axis)(x)
+
+
+# ---------------------------------------------------------------------------------------
+# GELU
+# ---------------------------------------------------------------------------------------
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_TANH_CUBIC = 0.044715
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_tanh_derivative(x, t):
+    """d/dx of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), with t = tanh(u)."""
+    du_dx = _SQRT_2_OVER_PI * (1 + 3 * _TANH_CUBIC * x * x)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx
+
+
+def _gelu_exact_derivative(x, cdf, exp):
+    """d/dx of x * Phi(x) = Phi(x) + x * phi(x)."""
+    return cdf + x * exp(-0.5 * x * x) * _INV_SQRT_2PI
+
+
+class GELU(Function):
+    def __init__(self, approximate: str):
+        self.approximate = approximate
+
+    def forward(self, x):
+        xp = ops._xp(x)
+        if self.approximate == "tanh":
+            inner = x * x
+            inner *= _TANH_CUBIC * x
+            inner += x
+            inner *= _SQRT_2_OVER_PI
+            self.t = xp.tanh(inner)  # tanh(sqrt(2/pi) (x + 0.044715 x^3))
+            y = self.t + 1
+            y *= x
+            y *= 0.5
+        else:
+            self.cdf = _backend.device_of(x).erf(x * _INV_SQRT_2)
+            self.cdf += 1
+            self.cdf *= 0.5  # Phi(x), the standard normal CDF
+            y = self.cdf * x
+        return y
+
+    def backward(self, gy):
+        (x,) = self.inputs
+        if is_grad_enabled():  # record the graph: recompute the pieces as Tensor ops
+            if self.approximate == "tanh":
+                u = _SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x)
+                derivative = _gelu_tanh_derivative(x, ops.tanh(u))
+            else:
+                derivative = _gelu_exact_derivative(x, _normal_cdf(x), ops.exp)
+            return gy * derivative
+        xp = ops._xp(x.data)
+        if self.approximate == "tanh":
+            derivative = _gelu_tanh_derivative(x.data, self.t)
+        else:
+            derivative = _gelu_exact_derivative(x.data, self.cdf, xp.exp)
+        derivative *= gy.data
+        return Tensor(derivative)
+
+
+class NormalCDF(Function):
+    """Phi(x) = 0.5 (1 + erf(x / sqrt 2)); used by the exact GELU's second derivative."""
+
+    def forward(self, x):
+        return 0.5 * (1 + _backend.device_of(x).erf(x * _INV_SQRT_2))
+
+    def backward(self, gy):
+        (x,) = self.inputs
+        return gy * ops.exp(-0.5 * x * x) * _INV_SQRT_2PI
+
+
+def _normal_cdf(x: Tensor) -> Tensor:
+    return NormalCDF()(x)
+
+
+@register("gelu")
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """Gaussian error linear unit: x * Phi(x); approximate='tanh' is GPT-2's form."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU(approximate)(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Layer normalization
+# ---------------------------------------------------------------------------------------
+class Normalize(Function):
+    """(x - mean) / sqrt(var + eps) over the last axis: the core of layer norm."""
+
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def forward(self, x):
+        xp = ops._xp(x)
+        centered = x - x.mean(axis=-1, keepdims=True)
+        variance = (centered * centered).mean(axis=-1, keepdims=True)
+        self.inv_std = 1.0 / xp.sqrt(variance + self.eps)  # [..., 1]
+        centered *= self.inv_std
+        return centered
+
+    def backward(self, gy):
+        x_hat = self.output()
+        if is_grad_enabled():
+            (x,) = self.inputs
+            inv_std = 1.0 / ops.sqrt(ops.var(x, axis=-1, keepdims=True) + self.eps)
+            g, x_hat_values = gy, x_hat
+        else:
+            inv_std, g, x_hat_values = self.inv_std, gy.data, x_hat.data
+        # dx = inv_std * (g - mean(g) - x_hat * mean(g * x_hat))
+        mean_g = g.mean(axis=-1, keepdims=True)
+        mean_g_x_hat = (g * x_hat_values).mean(axis=-1, keepdims=True)
+        return _wrap(inv_std * (g - mean_g - x_hat_values * mean_g_x_hat))
+
+
+@register("layer_norm")
+def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalize over the last axis, then scale by `weight` and shift by `bias` (each [C])."""
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != x.shape[-1:]:
+            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {x.shape[-1:]} (the last dim of {x.shape})")
+    y = Normalize(eps)(x)  # [..., C]
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+# ---------------------------------------------------------------------------------------
+# Cross-entropy
+# ---------------------------------------------------------------------------------------
+class CrossEntropy(Function):
+    """Mean/sum/per-row negative log-likelihood of integer targets, from [N, C] logits."""
+
+    def __init__(self, targets, ignore_index: int, reduction: str, label_smoothing: float):
+        self.targets, self.ignore_index = targets, ignore_index
+        self.reduction, self.label_smoothing = reduction, label_smoothing
+
+    def forward(self, logits):
+        xp = ops._xp(logits)
+        n, classes = logits.shape
+        log_probs = LogSoftmax(-1).forward(logits)  # [N, C]
+        self.valid = self.targets != self.ignore_index  # [N]
+        safe_targets = xp.where(self.valid, self.targets, 0)
+        picked = log_probs[xp.arange(n), safe_targets]  # [N]
+        eps = self.label_smoothing
+        losses = -(1 - eps) * picked
+        if eps:
+            losses -= eps * log_probs.mean(axis=-1)
+        losses *= self.valid
+        self.log_probs, self.safe_targets = log_probs, safe_targets
+        self.count = int(self.valid.sum())
+        if self.reduction == "none":
+            return losses
+        total = losses.sum()
+        return total / self.count if self.reduction == "mean" else total
+
+    def backward(self, gy):
+        (logits,) = self.inputs
+        xp = ops._xp(logits.data)
+        n, classes = logits.shape
+        target_dist = xp.full((n, classes), self.label_smoothing / classes, dtype=logits.dtype)
+        target_dist[xp.arange(n), self.safe_targets] += 1 - self.label_smoothing
+        weights = self.valid.astype(logits.dtype)
+        if self.reduction == "mean":
+            weights /= self.count
+        weights = Tensor(weights[:, None])  # [N, 1]
+        if is_grad_enabled():
+            probabilities = softmax(logits, axis=-1)
+        else:
+            probabilities = Tensor(xp.exp(self.log_probs))
+        scale = ops.reshape(gy, (n, 1)) if self.reduction == "none" else gy
+        return (probabilities - Tensor(target_dist)) * (weights * scale)
+
+
+@register("cross_entropy")
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy between logits and integer class targets, with PyTorch's conventions.
+
+    logits: [N, C], or [C], or [N, C, d1, ...] (classes on axis 1, as PyTorch).
+    targets: integer class ids, shape [N] (or [], or [N, d1, ...]); `ignore_index` entries
+    contribute nothing, and 'mean' divides by the number of the others.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    xp = logits.device.xp
+    target_array = targets.data if isinstance(targets, Tensor) else xp.asarray(targets)
+    if target_array.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {target_array.dtype}")
+    if logits.ndim == 0:
+        raise ValueError("cross_entropy: logits must have at least 1 dimension")
+    classes = logits.shape[1] if logits.ndim >= 2 else logits.shape[0]
+    expected = (logits.shape[:1] + logits.shape[2:]) if logits.ndim >= 2 else ()
+    if target_array.shape != expected:
+        raise ValueError(f"cross_entropy: targets have shape {target_array.shape}, expected {expected} for logits of shape {logits.shape}")
+    valid = target_array[target_array != ignore_index]
+    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= classes):
+        bad = int(valid.min()) if int(valid.min()) < 0 else int(valid.max())
+        raise IndexError(f"cross_entropy: target {bad} is out of range for {classes} classes")
+    # Bring classes to the last axis and flatten to [N, C].
+    if logits.ndim == 1:
+        flat_logits, flat_targets = ops.reshape(logits, (1, classes)), target_array.reshape(1)
+    elif logits.ndim == 2:
+        flat_logits, flat_targets = logits, target_array
+    else:
+        moved = ops.transpose(logits, (0,) + tuple(range(2, logits.ndim)) + (1,))
+        flat_logits, flat_targets = ops.reshape(moved, (-1, classes)), target_array.reshape(-1)
+    losses = CrossEntropy(flat_targets.astype(np.int64), ignore_index, reduction, label_smoothing)(flat_logits)
+    if reduction == "none":
+        return ops.reshape(losses, target_array.shape)
+    return losses
+
+
+# ---------------------------------------------------------------------------------------
+# Dropout, embedding, linear
+# ---------------------------------------------------------------------------------------
+@register("dropout")
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    device = x.device
+    keep = device.rng.random(x.shape, dtype=np.float32) >= p
+    return x * Tensor(keep.astype(x.dtype) * np.asarray(1.0 / (1.0 - p), dtype=x.dtype))
+
+
+@register("embedding")
+def embedding(ids, weight: Tensor) -> Tensor:
+    """Rows of `weight` [V, C] picked by integer `ids` [...] -> [..., C]."""
+    ids = ids.data if isinstance(ids, Tensor) else weight.device.xp.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
+    vocab = weight.shape[0]
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+        raise IndexError(f"embedding: token id {bad} is out of range for a vocabulary of {vocab}")
+    return ops.getitem(weight, ids)
+
+
+@register("linear")
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias, with weight [out, in] as PyTorch stores it."""
+    y = ops.matmul(x, ops.swapaxes(weight, 0, 1))  # [..., in] @ [in, out] -> [..., out]
+    return y + bias if bias is not None else y
+
+
+# ---------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------
+@register("scaled_dot_product_attention")
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, is_causal: bool = False,
+                                 dropout_p: float = 0.0, scale: float | None = None, training: bool = True,
+                                 return_weights: bool = False):
+    """softmax(q k^T * scale + mask) v, with PyTorch's mask semantics.
+
+    q: [..., L, E], k: [..., S, E], v: [..., S, Ev] -> [..., L, Ev].
+    attn_mask: boolean (True = may attend) or float (added to the scores), broadcastable
+    to [..., L, S]. is_causal: query i attends to keys 0..i (top-left aligned, as PyTorch).
+    A query row that may attend to nothing gives NaN, as in PyTorch.
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"attention: q {q.shape} and k {k.shape} differ in the last (feature) dim")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"attention: k {k.shape} and v {v.shape} differ in the sequence dim")
+    if is_causal and attn_mask is not None:
+        raise ValueError("attention: pass either attn_mask or is_causal=True, not both")
+    xp = q.device.xp
+    length, source = q.shape[-2], k.shape[-2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale  # [..., L, E] @ [..., E, S] -> [..., L, S]
+    if is_causal:
+        attn_mask = xp.tril(xp.ones((length, source), dtype=bool))
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
+        if mask.dtype == bool:
+            scores = ops.masked_fill(scores, ~mask, -np.inf)
+        else:
+            scores = scores + Tensor(mask.astype(scores.dtype))
+    weights = softmax(scores, axis=-1)  # [..., L, S]
+    if dropout_p > 0.0 and training:
+        weights = dropout(weights, dropout_p)
+    out = ops.matmul(weights, v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
+    return (out, weights) if return_weights else out
+

@@ -1,0 +1,892 @@
+"""Differentiable operations: every op's forward and backward side by side.
+
+Each op is a `Function` subclass (the rule) plus a lowercase wrapper (the public op), and
+the wrapper is registered in `OPS` so that the test-suite can check that every public op
+has a gradient check. Backward rules are written with Tensor ops, so they can themselves be
+differentiated (`create_graph=True`).
+
+This module defines ops named like Python builtins (sum, max, min, abs, pow); the
+builtins themselves are reached as `builtins.max` here.
+
+Conventions at kinks and ties (chosen once, tested in tests/test_ops.py):
+- relu'(0) = 0, abs'(0) = 0 (the subgradient PyTorch uses).
+- clip(x, lo, hi): gradient 1 where lo <= x <= hi (boundaries included), else 0.
+- maximum/minimum with a == b: the gradient is split equally, half to each side.
+- max/min reductions with ties: the gradient is split equally among all tied maxima.
+"""
+
+from __future__ import annotations
+
+import builtins
+import numbers
+
+import numpy as np
+
+from . import backend as _backend
+from .autograd import Function, Tensor, _to_array, is_grad_enabled
+
+OPS: dict[str, callable] = {}
+
+
+def register(name: str):
+    """Add a public differentiable op to the registry (tests walk it)."""
+
+    def decorate(fn):
+        OPS[name] = fn
+        return fn
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------
+def as_tensor(value, like: Tensor) -> Tensor:
+    """`value` as a Tensor on `like`'s device; Python numbers take `like`'s dtype."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, numbers.Number) and not isinstance(value, np.generic):
+        if like.dtype.kind == "f" or (isinstance(value, numbers.Integral) and like.dtype.kind in "iu"):
+            return Tensor(like.device.xp.asarray(value, dtype=like.dtype))
+    return Tensor(_to_array(value, device=like.device))
+
+
+def _normalize_axis(axis, ndim: int):
+    """axis as a sorted tuple of non-negative ints (None means all axes)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    normalized = []
+    for a in axes:
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+        normalized.append(a % builtins.max(ndim, 1))
+    return tuple(sorted(normalized))
+
+
+def _keepdims_shape(shape, axes) -> tuple:
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _reduce_grad_to(grad: Tensor, x: Tensor) -> Tensor:
+    """Make `grad` fit input `x`: sum over broadcast dimensions and match x's dtype."""
+    if grad.shape != x.shape:
+        grad = sum_to(grad, x.shape)
+    if grad.dtype != x.dtype:
+        grad = astype(grad, x.dtype)
+    return grad
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise arithmetic (broadcasting)
+# ---------------------------------------------------------------------------------------
+class Add(Function):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return _reduce_grad_to(gy, a), _reduce_grad_to(gy, b)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return _reduce_grad_to(gy, a), _reduce_grad_to(-gy, b)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = _reduce_grad_to(gy * b, a) if a.requires_grad else None
+        gb = _reduce_grad_to(gy * a, b) if b.requires_grad else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = _reduce_grad_to(gy / b, a) if a.requires_grad else None
+        gb = _reduce_grad_to(-gy * a / (b * b), b) if b.requires_grad else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class PowScalar(Function):
+    """x ** c for a constant exponent c."""
+
+    def __init__(self, exponent):
+        self.exponent = exponent
+
+    def forward(self, x):
+        return x**self.exponent
+
+    def backward(self, gy):
+        (x,) = self.inputs
+        c = self.exponent
+        return gy * c * x ** (c - 1)
+
+
+class Pow(Function):
+    """a ** b with both sides tensors (d/db needs a > 0)."""
+
+    def forward(self, a, b):
+        return a**b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = _reduce_grad_to(gy * b * a ** (b - 1), a) if a.requires_grad else None
+        gb = _reduce_grad_to(gy * self.output() * log(a), b) if b.requires_grad else None
+        return ga, gb
+
+
+@register("add")
+def add(a, b) -> Tensor:
+    a = as_tensor(a, b) if not isinstance(a, Tensor) else a
+    return Add()(a, as_tensor(b, a))
+
+
+@register("sub")
+def sub(a, b) -> Tensor:
+    a = as_tensor(a, b) if not isinstance(a, Tensor) else a
+    return Sub()(a, as_tensor(b, a))
+
+
+@register("mul")
+def mul(a, b) -> Tensor:
+    a = as_tensor(a, b) if not isinstance(a, Tensor) else a
+    return Mul()(a, as_tensor(b, a))
+
+
+@register("div")
+def div(a, b) -> Tensor:
+    a = as_tensor(a, b) if not isinstance(a, Tensor) else a
+    return Div()(a, as_tensor(b, a))
+
+
+@register("neg")
+def neg(x: Tensor) -> Tensor:
+    return Neg()(x)
+
+
+@register("pow")
+def pow(a, b) -> Tensor:  # noqa: A001 - mirrors Python's name
+    if isinstance(a, Tensor) and isinstance(b, numbers.Number):
+        return PowScalar(b)(a)
+    a = as_tensor(a, b) if not isinstance(a, Tensor) else a
+    return Pow()(a, as_tensor(b, a))
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise functions
+# ---------------------------------------------------------------------------------------
+class Exp(Function):
+    def forward(self, x):
+        return _xp(x).exp(x)
+
+    def backward(self, gy):
+        return gy * self.output()
+
+
+class Log(Function):
+    def forward(self, x):
+        return _xp(x).log(x)
+
+    def backward(self, gy):
+        return gy / self.inputs[0]
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        return _xp(x).sqrt(x)
+
+    def backward(self, gy):
+        return gy / (2 * self.output())
+
+
+class Tanh(Function):
+    def forward(self, x):
+        return _xp(x).tanh(x)
+
+    def backward(self, gy):
+        y = self.output()
+        return gy * (1 - y * y)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) and never overflows.
+        y = _xp(x).tanh(x * 0.5)
+        y += 1
+        y *= 0.5
+        return y
+
+    def backward(self, gy):
+        y = self.output()
+        return gy * y * (1 - y)
+
+
+class ReLU(Function):
+    def forward(self, x):
+        return _xp(x).maximum(x, 0)
+
+    def backward(self, gy):
+        (x,) = self.inputs
+        return gy * Tensor((x.data > 0).astype(gy.dtype))  # relu'(0) = 0
+
+
+class Abs(Function):
+    def forward(self, x):
+        return _xp(x).abs(x)
+
+    def backward(self, gy):
+        (x,) = self.inputs
+        return gy * Tensor(_xp(x.data).sign(x.data).astype(gy.dtype))  # abs'(0) = 0
+
+
+class Maximum(Function):
+    """Elementwise max; on ties the gradient is shared half and half."""
+
+    def __init__(self, take_larger: bool = True):
+        self.take_larger = take_larger
+
+    def forward(self, a, b):
+        xp = _xp(a)
+        return xp.maximum(a, b) if self.take_larger else xp.minimum(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        wins = (a.data > b.data) if self.take_larger else (a.data < b.data)
+        share_a = wins + 0.5 * (a.data == b.data)
+        share_a = Tensor(share_a.astype(gy.dtype))
+        ga = _reduce_grad_to(gy * share_a, a) if a.requires_grad else None
+        gb = _reduce_grad_to(gy * (1 - share_a), b) if b.requires_grad else None
+        return ga, gb
+
+
+class Where(Function):
+    def __init__(self, condition):
+        self.condition = condition
+
+    def forward(self, a, b):
+        return _xp(a).where(self.condition, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        keep = Tensor(self.condition.astype(gy.dtype))
+        ga = _reduce_grad_to(gy * keep, a) if a.requires_grad else None
+        gb = _reduce_grad_to(gy * (1 - keep), b) if b.requires_grad else None
+        return ga, gb
+
+
+class Clip(Function):
+    def __init__(self, low, high):
+        self.low, self.high = low, high
+
+    def forward(self, x):
+        return _xp(x).clip(x, self.low, self.high)
+
+    def backward(self, gy):
+        x = self.inputs[0].data
+        inside = np.ones((), dtype=bool) if self.low is None else (x >= self.low)
+        if self.high is not None:
+            inside = inside & (x <= self.high)
+        return gy * Tensor(_xp(x).asarray(inside, dtype=gy.dtype))
+
+
+def _xp(array):
+    return _backend.device_of(array).xp
+
+
+@register("exp")
+def exp(x: Tensor) -> Tensor:
+    return Exp()(x)
+
+
+@register("log")
+def log(x: Tensor) -> Tensor:
+    return Log()(x)
+
+
+@register("sqrt")
+def sqrt(x: Tensor) -> Tensor:
+    return Sqrt()(x)
+
+
+@register("tanh")
+def tanh(x: Tensor) -> Tensor:
+    return Tanh()(x)
+
+
+@register("sigmoid")
+def sigmoid(x: Tensor) -> Tensor:
+    return Sigmoid()(x)
+
+
+@register("relu")
+def relu(x: Tensor) -> Tensor:
+    return ReLU()(x)
+
+
+@register("abs")
+def abs(x: Tensor) -> Tensor:  # noqa: A001 - mirrors Python's name
+    return Abs()(x)
+
+
+@register("maximum")
+def maximum(a, b) -> Tensor:
+    a = as_tensor(a, b) if not isinstance(a, Tensor) else a
+    return Maximum(take_larger=True)(a, as_tensor(b, a))
+
+
+@register("minimum")
+def minimum(a, b) -> Tensor:
+    a = as_tensor(a, b) if not isinstance(a, Tensor) else a
+    return Maximum(take_larger=False)(a, as_tensor(b, a))
+
+
+@register("where")
+def where(condition, a, b) -> Tensor:
+    """Elementwise `a if condition else b` (condition is not differentiated)."""
+    like = a if isinstance(a, Tensor) else b
+    if not isinstance(like, Tensor):
+        raise TypeError("where() needs at least one of a, b to be a Tensor")
+    a, b = as_tensor(a, like), as_tensor(b, like)
+    condition = condition.data if isinstance(condition, Tensor) else like.device.xp.asarray(condition)
+    if condition.dtype != bool:
+        raise TypeError(f"where(): condition must be a boolean tensor, got dtype {condition.dtype}")
+    return Where(condition)(a, b)
+
+
+@register("clip")
+def clip(x: Tensor, low=None, high=None) -> Tensor:
+    if low is None and high is None:
+        raise ValueError("clip() needs at least one of low, high")
+    return Clip(low, high)(x)
+
+
+@register("masked_fill")
+def masked_fill(x: Tensor, mask, value) -> Tensor:
+    """x with `value` wherever `mask` (broadcast to x's shape) is True."""
+    mask = mask.data if isinstance(mask, Tensor) else x.device.xp.asarray(mask)
+    if mask.dtype != bool:
+        raise TypeError(f"masked_fill(): mask must be boolean, got dtype {mask.dtype}")
+    fill = Tensor(x.device.xp.asarray(value, dtype=x.dtype))
+    return where(mask, fill, x)
+
+
+# ---------------------------------------------------------------------------------------
+# Reductions
+# ---------------------------------------------------------------------------------------
+class Sum(Function):
+    def __init__(self, axes: tuple, keepdims: bool):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        return x.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        shape = self.inputs[0].shape
+        if not self.keepdims:
+            gy = reshape(gy, _keepdims_shape(shape, self.axes))
+        return broadcast_to(gy, shape)
+
+
+class Max(Function):
+    """max (or min) over axes; ties share the gradient equally."""
+
+    def __init__(self, axes: tuple, keepdims: bool, take_larger: bool):
+        self.axes, self.keepdims, self.take_larger = axes, keepdims, take_larger
+
+    def forward(self, x):
+        if self.take_larger:
+            return x.max(axis=self.axes, keepdims=self.keepdims)
+        return x.min(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        kept_shape = _keepdims_shape(x.shape, self.axes)
+        extreme = self.output().data.reshape(kept_shape)
+        is_extreme = x.data == extreme
+        share = is_extreme / is_extreme.sum(axis=self.axes, keepdims=True)
+        gy = reshape(gy, kept_shape)
+        return broadcast_to(gy, x.shape) * Tensor(share.astype(gy.dtype))
+
+
+@register("sum")
+def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Sum(_normalize_axis(axis, x.ndim), keepdims)(x)
+
+
+@register("mean")
+def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    axes = _normalize_axis(axis, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+    return Sum(axes, keepdims)(x) * (1.0 / count)
+
+
+@register("var")
+def var(x: Tensor, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Variance with NumPy's convention: divide by N - ddof (ddof=0 by default)."""
+    axes = _normalize_axis(axis, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+    centered = x - mean(x, axis=axes, keepdims=True)
+    return Sum(axes, keepdims)(centered * centered) * (1.0 / (count - ddof))
+
+
+@register("max")
+def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Max(_normalize_axis(axis, x.ndim), keepdims, take_larger=True)(x)
+
+
+@register("min")
+def min(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Max(_normalize_axis(axis, x.ndim), keepdims, take_larger=False)(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Shapes
+# ---------------------------------------------------------------------------------------
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        return x.reshape(self.shape)
+
+    def backward(self, gy):
+        return reshape(gy, self.inputs[0].shape)
+
+
+class Transpose(Function):
+    def __init__(self, axes):
+        self.axes = axes
+
+    def forward(self, x):
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        return transpose(gy, tuple(np.argsort(self.axes)))
+
+
+class BroadcastTo(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        return _xp(x).broadcast_to(x, self.shape)
+
+    def backward(self, gy):
+        return sum_to(gy, self.inputs[0].shape)
+
+
+class SumTo(Function):
+    """Sum a broadcast result back down to `shape` (the gradient of broadcasting)."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        lead = x.ndim - len(self.shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(self.shape) if n == 1 and x.shape[lead + i] != 1)
+        y = x.sum(axis=axes, keepdims=True) if axes else x
+        return y.reshape(self.shape) if lead else y
+
+    def backward(self, gy):
+        return broadcast_to(gy, self.inputs[0].shape)
+
+
+@register("reshape")
+def reshape(x: Tensor, *shape) -> Tensor:
+    if len(shape) == 1 and not isinstance(shape[0], numbers.Integral):
+        shape = tuple(shape[0])
+    shape = tuple(int(n) for n in shape)
+    if shape == x.shape:
+        return x
+    unknown = shape.count(-1)
+    known = int(np.prod([n for n in shape if n != -1]))
+    valid = unknown <= 1 and all(n >= -1 for n in shape) and (
+        (unknown == 0 and known == x.size) or (unknown == 1 and known > 0 and x.size % known == 0)
+    )
+    if not valid:
+        raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) into shape {shape}")
+    return Reshape(shape)(x)
+
+
+@register("transpose")
+def transpose(x: Tensor, *axes) -> Tensor:
+    """Permute the axes (NumPy's meaning): no axes reverses them, as `x.T` does."""
+    if len(axes) == 1 and not isinstance(axes[0], numbers.Integral):
+        axes = tuple(axes[0]) if axes[0] is not None else ()
+    if not axes:
+        axes = tuple(reversed(range(x.ndim)))
+    if sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
+    axes = tuple(a % x.ndim for a in axes)
+    return Transpose(axes)(x)
+
+
+def permute(x: Tensor, *axes) -> Tensor:
+    """Same as `transpose(x, *axes)` (PyTorch's name)."""
+    return transpose(x, *axes)
+
+
+def swapaxes(x: Tensor, axis1: int, axis2: int) -> Tensor:
+    axes = list(range(x.ndim))
+    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    return Transpose(tuple(axes))(x)
+
+
+@register("broadcast_to")
+def broadcast_to(x: Tensor, shape) -> Tensor:
+    shape = tuple(shape)
+    if shape == x.shape:
+        return x
+    try:
+        if np.broadcast_shapes(x.shape, shape) != shape:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"cannot broadcast a tensor of shape {x.shape} to shape {shape}") from None
+    return BroadcastTo(shape)(x)
+
+
+def expand(x: Tensor, *shape) -> Tensor:
+    """broadcast_to with PyTorch's spelling; -1 keeps a dimension."""
+    if len(shape) == 1 and not isinstance(shape[0], numbers.Integral):
+        shape = tuple(shape[0])
+    lead = len(shape) - x.ndim
+    shape = tuple(x.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+    return broadcast_to(x, shape)
+
+
+@register("sum_to")
+def sum_to(x: Tensor, shape) -> Tensor:
+    shape = tuple(shape)
+    if shape == x.shape:
+        return x
+    return SumTo(shape)(x)
+
+
+@register("squeeze")
+def squeeze(x: Tensor, axis=None) -> Tensor:
+    if axis is None:
+        axes = tuple(i for i, n in enumerate(x.shape) if n == 1)
+    else:
+        axes = _normalize_axis(axis, x.ndim)
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, not 1")
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+
+@register("unsqueeze")
+def unsqueeze(x: Tensor, axis: int) -> Tensor:
+    if not -x.ndim - 1 <= axis <= x.ndim:
+        raise ValueError(f"unsqueeze: axis {axis} is out of range for shape {x.shape}")
+    axis = axis % (x.ndim + 1)
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+def flatten(x: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+    rank = builtins.max(x.ndim, 1)
+    start, end = start_axis % rank, end_axis % rank
+    merged = int(np.prod(x.shape[start : end + 1]))
+    return reshape(x, x.shape[:start] + (merged,) + x.shape[end + 1 :])
+
+
+class Concatenate(Function):
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, *xs):
+        return _xp(xs[0]).concatenate(xs, axis=self.axis)
+
+    def backward(self, gy):
+        grads, start = [], 0
+        for x in self.inputs:
+            stop = start + x.shape[self.axis]
+            index = (slice(None),) * self.axis + (slice(start, stop),)
+            grads.append(gy[index] if x.requires_grad else None)
+            start = stop
+        return tuple(grads)
+
+
+class Split(Function):
+    def __init__(self, boundaries: list, axis: int):
+        self.boundaries, self.axis = boundaries, axis
+
+    def forward(self, x):
+        return tuple(_xp(x).split(x, self.boundaries, axis=self.axis))
+
+    def backward(self, *gys):
+        return concatenate(gys, axis=self.axis)
+
+
+@register("concatenate")
+def concatenate(tensors, axis: int = 0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate() needs at least one tensor")
+    first = tensors[0]
+    axis = _normalize_axis(axis, first.ndim)[0]
+    for t in tensors[1:]:
+        if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != axis):
+            raise ValueError(
+                f"concatenate along axis {axis}: shapes {first.shape} and {t.shape} differ outside that axis"
+            )
+    return Concatenate(axis)(*tensors)
+
+
+@register("stack")
+def stack(tensors, axis: int = 0) -> Tensor:
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack() needs at least one tensor")
+    shapes = {t.shape for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"stack() needs tensors of one shape, got {sorted(shapes)}")
+    axis = axis % (tensors[0].ndim + 1)
+    return concatenate([unsqueeze(t, axis) for t in tensors], axis=axis)
+
+
+@register("split")
+def split(x: Tensor, sections, axis: int = 0) -> tuple:
+    """Split into equal sections (an int) or at the given indices (a list), as numpy.split."""
+    axis = _normalize_axis(axis, x.ndim)[0]
+    length = x.shape[axis]
+    if isinstance(sections, numbers.Integral):
+        if sections <= 0 or length % sections:
+            raise ValueError(f"split: axis {axis} of length {length} does not divide into {sections} equal sections")
+        step = length // sections
+        boundaries = [step * i for i in range(1, sections)]
+    else:
+        boundaries = list(sections)
+    return Split(boundaries, axis)(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Indexing
+# ---------------------------------------------------------------------------------------
+def _index_key(key):
+    """Turn Tensors and lists inside an index into arrays; tell whether it is 'advanced'."""
+    items = key if isinstance(key, tuple) else (key,)
+    converted = []
+    for item in items:
+        if isinstance(item, Tensor):
+            item = item.data
+        elif isinstance(item, list):
+            item = np.asarray(item)
+        converted.append(item)
+    return tuple(converted) if isinstance(key, tuple) else converted[0]
+
+
+def _has_integer_array(key) -> bool:
+    items = key if isinstance(key, tuple) else (key,)
+    return any(hasattr(item, "dtype") and item.dtype.kind in "iu" for item in items)
+
+
+class GetItem(Function):
+    def __init__(self, key):
+        self.key = key
+
+    def forward(self, x):
+        return x[self.key]
+
+    def backward(self, gy):
+        return GetItemGrad(self.key, self.inputs[0].shape)(gy)
+
+
+class GetItemGrad(Function):
+    """Scatter a gradient back into the indexed positions (repeated indices add up)."""
+
+    def __init__(self, key, shape):
+        self.key, self.shape = key, shape
+
+    def forward(self, gy):
+        device = _backend.device_of(gy)
+        gx = device.xp.zeros(self.shape, dtype=gy.dtype)
+        if _has_integer_array(self.key):
+            device.scatter_add(gx, self.key, gy)
+        else:  # slices and boolean masks never pick an element twice
+            gx[self.key] = gy
+        return gx
+
+    def backward(self, ggx):
+        return ggx[self.key]
+
+
+@register("getitem")
+def getitem(x: Tensor, key) -> Tensor:
+    key = _index_key(key)
+    if x.device.name != "cpu":
+        key = _keys_to_device(key, x.device)
+    return GetItem(key)(x)
+
+
+def _keys_to_device(key, device):
+    if isinstance(key, tuple):
+        return tuple(_keys_to_device(k, device) for k in key)
+    return device.xp.asarray(key) if isinstance(key, np.ndarray) else key
+
+
+# ---------------------------------------------------------------------------------------
+# Matrix product
+# ---------------------------------------------------------------------------------------
+class MatMul(Function):
+    def forward(self, a, b):
+        if a.ndim > 2 and b.ndim == 2:
+            # [..., n, k] @ [k, m]: one large GEMM on [(...n), k] beats a loop of small ones.
+            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = gb = None
+        if a.requires_grad:
+            ga = _reduce_grad_to(matmul(gy, swapaxes(b, -1, -2)), a)
+        if b.requires_grad:
+            if a.ndim > 2 and b.ndim == 2:
+                # sum over the batch of a^T @ gy, as one GEMM: [k, (...n)] @ [(...n), m]
+                a2 = reshape(a, (-1, a.shape[-1]))
+                gb = matmul(swapaxes(a2, 0, 1), reshape(gy, (-1, gy.shape[-1])))
+                gb = astype(gb, b.dtype) if gb.dtype != b.dtype else gb
+            else:
+                gb = _reduce_grad_to(matmul(swapaxes(a, -1, -2), gy), b)
+        return ga, gb
+
+
+@register("matmul")
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """Matrix product with NumPy's rules: batched, broadcasting, 1-D vectors promoted."""
+    a = as_tensor(a, b) if not isinstance(a, Tensor) else a
+    b = as_tensor(b, a)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}")
+    k_a = a.shape[-1]
+    k_b = b.shape[-2] if b.ndim > 1 else b.shape[0]
+    if k_a != k_b:
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} are not aligned: "
+            f"{k_a} (last dim of the first) != {k_b} ({'first' if b.ndim == 1 else 'second-to-last'} dim of the second)"
+        )
+    if a.ndim > 2 and b.ndim > 2:
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"matmul: batch dimensions of shapes {a.shape} and {b.shape} do not broadcast") from None
+    if a.ndim == 1 or b.ndim == 1:
+        a2 = unsqueeze(a, 0) if a.ndim == 1 else a
+        b2 = unsqueeze(b, -1) if b.ndim == 1 else b
+        out = MatMul()(a2, b2)
+        if b.ndim == 1:
+            out = squeeze(out, -1)
+        if a.ndim == 1:
+            out = squeeze(out, -1 if b.ndim == 1 else -2)
+        return out
+    return MatMul()(a, b)
+
+
+# ---------------------------------------------------------------------------------------
+# dtype and device moves
+# ---------------------------------------------------------------------------------------
+class AsType(Function):
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return astype(gy, self.inputs[0].dtype)
+
+
+class ToDevice(Function):
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, x):
+        host = _backend.device_of(x).to_host(x)
+        return self.device.asarray(host)
+
+    def backward(self, gy):
+        return to_device(gy, self.inputs[0].device)
+
+
+@register("astype")
+def astype(x: Tensor, dtype) -> Tensor:
+    dtype = np.dtype(dtype)
+    if dtype == x.dtype:
+        return x
+    if dtype.kind != "f" and x.requires_grad and is_grad_enabled():
+        return Tensor(x.data.astype(dtype))  # integer results carry no gradient
+    return AsType(dtype)(x)
+
+
+def to_device(x: Tensor, device) -> Tensor:
+    return ToDevice(_backend.get_device(device))(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Tensor methods and operators
+# ---------------------------------------------------------------------------------------
+def _compare(op):
+    def compare(self, other):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(op(self.data, other))
+
+    return compare
+
+
+def _install_tensor_methods():
+    T = Tensor
+    T.__add__ = add
+    T.__radd__ = lambda self, other: add(as_tensor(other, self), self)
+    T.__sub__ = sub
+    T.__rsub__ = lambda self, other: sub(as_tensor(other, self), self)
+    T.__mul__ = mul
+    T.__rmul__ = lambda self, other: mul(as_tensor(other, self), self)
+    T.__truediv__ = div
+    T.__rtruediv__ = lambda self, other: div(as_tensor(other, self), self)
+    T.__pow__ = pow
+    T.__rpow__ = lambda self, other: pow(as_tensor(other, self), self)
+    T.__neg__ = neg
+    T.__matmul__ = matmul
+    T.__rmatmul__ = lambda self, other: matmul(as_tensor(other, self), self)
+    T.__getitem__ = getitem
+    T.__lt__ = _compare(lambda a, b: a < b)
+    T.__le__ = _compare(lambda a, b: a <= b)
+    T.__gt__ = _compare(lambda a, b: a > b)
+    T.__ge__ = _compare(lambda a, b: a >= b)
+    T.__eq__ = _compare(lambda a, b: a == b)
+    T.__ne__ = _compare(lambda a, b: a != b)
+    T.__invert__ = lambda self: Tensor(~self.data)
+    T.__and__ = _compare(lambda a, b: a & b)
+    T.__or__ = _compare(lambda a, b: a | b)
+    T.__hash__ = object.__hash__
+    for name in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "sum", "mean", "var", "max", "min",
+                 "reshape", "transpose", "permute", "swapaxes", "broadcast_to", "expand", "squeeze",
+                 "unsqueeze", "flatten", "split", "clip", "masked_fill", "matmul", "astype"):
+        setattr(T, name, globals()[name])
+    T.T = property(lambda self: transpose(self))
+    T.mT = property(lambda self: swapaxes(self, -1, -2))
+    T.argmax = lambda self, axis=None, keepdims=False: Tensor(self.device.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)))
+    T.argmin = lambda self, axis=None, keepdims=False: Tensor(self.device.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)))
+
+
+_install_tensor_methods()

@@ -1,0 +1,427 @@
+"""Byte-level BPE, as in GPT-2 and GPT-4 (and token for token equal to tiktoken).
+
+Text is cut into chunks by a regex (the *pattern*); each chunk's UTF-8 bytes are
+merged by rank (see `byte_pair.py`); the resulting tokens map to ids. Special
+tokens (such as "<|endoftext|>") are whole strings with ids of their own that
+bypass all of that.
+
+Ranks and ids: tiktoken uses a token's merge rank as its id, and so does every
+tokenizer trained or saved here. Files from Hugging Face may number tokens
+differently (GPT-2 puts printable bytes first), so the tokenizer keeps both
+maps: ranks decide how to merge, ids are what `encode` returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import json
+import os
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence, Set
+from pathlib import Path
+from typing import Literal
+
+import regex
+
+from . import formats
+from .base import LineReader, Tokenizer
+from .bpe_training import learn_merges
+from .byte_pair import merge_bytes
+from .patterns import resolve_pattern
+from .progress import ProgressBar, progress_wanted
+
+AllowedSpecial = Literal["all", "none", "none_raise"] | Set[str]
+Corpus = str | os.PathLike | Iterable[str | os.PathLike]
+
+# Chunk -> ids results kept at most; past this the cache is emptied and refilled
+# (text has a few hundred thousand distinct chunks at most in practice).
+MAX_CACHED_CHUNKS = 1 << 20
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE tokenizer.
+
+    `mergeable_ranks` maps every token's bytes to its merge rank (all 256 single
+    bytes must be present); `token_ids` maps the same bytes to ids when ids differ
+    from ranks (default: id = rank); `special_tokens` maps text to id.
+    """
+
+    file_kind = "bpe"
+
+    def __init__(
+        self,
+        mergeable_ranks: dict[bytes, int],
+        pattern: str = "gpt4",
+        special_tokens: dict[str, int] | None = None,
+        token_ids: dict[bytes, int] | None = None,
+    ):
+        self.pattern = resolve_pattern(pattern)
+        try:
+            self._split = regex.compile(self.pattern).findall
+        except regex.error as exc:
+            raise ValueError(f"pattern does not compile: {exc}") from None
+        self._ranks = dict(mergeable_ranks)
+        self._token_ids = self._ranks if token_ids is None else dict(token_ids)
+        self.special_tokens = dict(special_tokens or {})
+        self._check_tables()
+        self._bytes_by_id = {token_id: token for token, token_id in self._token_ids.items()}
+        for text, token_id in self.special_tokens.items():
+            self._bytes_by_id[token_id] = text.encode("utf-8")
+        self._vocab_size = max(self._bytes_by_id) + 1
+        self._chunk_cache: dict[str, tuple[int, ...]] = {}
+        self._special_regexes: dict[frozenset[str], regex.Pattern] = {}
+
+    def _check_tables(self) -> None:
+        missing = [byte for byte in range(256) if bytes([byte]) not in self._ranks]
+        if missing:
+            raise ValueError(f"mergeable_ranks lacks {len(missing)} single bytes (first: 0x{missing[0]:02x}); all 256 are needed")
+        if len(set(self._ranks.values())) != len(self._ranks):
+            raise ValueError("mergeable_ranks gives the same rank to two tokens")
+        if self._token_ids.keys() != self._ranks.keys():
+            raise ValueError("token_ids must have exactly the tokens of mergeable_ranks")
+        ids = set(self._token_ids.values())
+        if len(ids) != len(self._token_ids):
+            raise ValueError("token_ids gives the same id to two tokens")
+        for text, token_id in self.special_tokens.items():
+            if not isinstance(text, str) or not text:
+                raise ValueError(f"special token {text!r} must be a non-empty str")
+            if token_id in ids:
+                raise ValueError(f"special token {text!r} has id {token_id}, which is already taken")
+            ids.add(token_id)
+            text.encode("utf-8")  # raises UnicodeEncodeError for lone surrogates
+
+    # ---- training ------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        corpus: Corpus,
+        vocab_size: int,
+        pattern: str = "gpt4",
+        special_tokens: Iterable[str] = (),
+        min_frequency: int = 2,
+        verbose: bool | None = None,
+    ) -> BPETokenizer:
+        """Learn a tokenizer of `vocab_size` ids (256 bytes + merges + specials).
+
+        `corpus` is text, a file, or an iterable of texts and files: a `str` is
+        always text, an `os.PathLike` (e.g. `pathlib.Path`) is a UTF-8 file to read.
+        Text equal to a special token is cut out before counting, so it is never
+        learned as ordinary text. Training stops early (giving a smaller
+        vocabulary) when no pair occurs `min_frequency` times. `verbose=None`
+        shows a progress bar only when stderr is a terminal.
+        """
+        special_tokens = list(dict.fromkeys(special_tokens))
+        num_merges = vocab_size - 256 - len(special_tokens)
+        if num_merges < 0:
+            raise ValueError(
+                f"vocab_size={vocab_size} is too small: it must be at least 256 (bytes) + "
+                f"{len(special_tokens)} (special tokens) = {256 + len(special_tokens)}"
+            )
+        if min_frequency < 1:
+            raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
+        pattern = resolve_pattern(pattern)
+        split = regex.compile(pattern).findall
+        cut_specials = (
+            regex.compile("|".join(regex.escape(s) for s in sorted(special_tokens, key=len, reverse=True))).split
+            if special_tokens
+            else None
+        )
+        chunk_counts: Counter[str] = Counter()
+        for text in _iterate_corpus(corpus):
+            for piece in cut_specials(text) if cut_specials else (text,):
+                chunk_counts.update(split(piece))
+
+        progress = ProgressBar("BPE merges", num_merges) if progress_wanted(verbose) else None
+        try:
+            new_tokens = learn_merges(chunk_counts, num_merges, min_frequency, progress.update if progress else None)
+        finally:
+            if progress:
+                progress.close()
+        ranks = {bytes([byte]): byte for byte in range(256)}
+        for token in new_tokens:
+            ranks[token] = len(ranks)
+        specials = {text: len(ranks) + index for index, text in enumerate(special_tokens)}
+        return cls(ranks, pattern, specials)
+
+    # ---- encoding ------------------------------------------------------------------
+
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: AllowedSpecial = "none_raise",
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[int]:
+        """Token ids for `text`, with tiktoken's rules for special-token text.
+
+        `allowed_special`: which special tokens' text becomes their special id:
+        "all", a set of them, or none ("none_raise", the default, or "none").
+        `disallowed_special`: special tokens whose text raises ValueError; "all"
+        (default) means every special token not allowed. "none" is shorthand for
+        "allow none, disallow none": the text is encoded as ordinary text.
+        `encode(text, allowed_special=A, disallowed_special=D)` with a set A
+        behaves as tiktoken's `Encoding.encode` with the same arguments.
+        """
+        allowed = self._allowed_specials(allowed_special)
+        if allowed_special == "none":
+            disallowed: Collection[str] = ()
+        elif disallowed_special == "all":
+            disallowed = self.special_tokens.keys() - allowed
+        else:
+            disallowed = disallowed_special
+        if disallowed:
+            found = self._special_regex(frozenset(disallowed)).search(text)
+            if found:
+                raise ValueError(
+                    f"text contains the special token {found.group()!r}, which is not allowed; pass "
+                    f"allowed_special={{{found.group()!r}}} (or 'all') to encode it as a special token, or "
+                    "allowed_special='none' to encode it as ordinary text"
+                )
+        if not allowed:
+            return self.encode_ordinary(text)
+        ids: list[int] = []
+        start = 0
+        for match in self._special_regex(allowed).finditer(text):
+            ids += self.encode_ordinary(text[start : match.start()])
+            ids.append(self.special_tokens[match.group()])
+            start = match.end()
+        ids += self.encode_ordinary(text[start:])
+        return ids
+
+    def _allowed_specials(self, allowed_special: AllowedSpecial) -> frozenset[str]:
+        if isinstance(allowed_special, str):
+            if allowed_special == "all":
+                return frozenset(self.special_tokens)
+            if allowed_special in ("none", "none_raise"):
+                return frozenset()
+            raise ValueError(f"allowed_special must be 'all', 'none', 'none_raise' or a set, got {allowed_special!r}")
+        if not isinstance(allowed_special, Set):
+            raise TypeError(f"allowed_special must be a str or a set, got {type(allowed_special).__name__}")
+        unknown = set(allowed_special) - self.special_tokens.keys()
+        if unknown:
+            raise ValueError(f"allowed_special names unknown special tokens: {sorted(unknown)}")
+        return frozenset(allowed_special)
+
+    def _special_regex(self, specials: frozenset[str]) -> regex.Pattern:
+        compiled = self._special_regexes.get(specials)
+        if compiled is None:
+            # longest first, so that of two specials starting at one place the longer wins
+            alternatives = sorted(specials, key=lambda s: (-len(s), s))
+            compiled = regex.compile("|".join(regex.escape(s) for s in alternatives))
+            self._special_regexes[specials] = compiled
+        return compiled
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Token ids for `text`, treating special-token text as ordinary text."""
+        try:
+            return self._encode_chunks(self._split(text))
+        except UnicodeEncodeError:
+            # Lone surrogates have no UTF-8 form; like tiktoken, replace them by U+FFFD.
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return self._encode_chunks(self._split(text))
+
+    def encode_batch(self, texts: Iterable[str], **encode_options) -> list[list[int]]:
+        return [self.encode(text, **encode_options) for text in texts]
+
+    def _encode_chunks(self, chunks: list[str]) -> list[int]:
+        # The hot loop: almost every chunk of real text has been seen before.
+        cache = self._chunk_cache
+        ids: list[int] = []
+        extend = ids.extend
+        for chunk in chunks:
+            cached = cache.get(chunk)
+            if cached is None:
+                cached = self._encode_new_chunk(chunk)
+            extend(cached)
+        return ids
+
+    def _encode_new_chunk(self, chunk: str) -> tuple[int, ...]:
+        piece = chunk.encode("utf-8")
+        token_id = self._token_ids.get(piece)
+        if token_id is not None:  # the whole chunk is one token (tiktoken's shortcut)
+            ids: tuple[int, ...] = (token_id,)
+        else:
+            ids = tuple(self._token_ids[part] for part in merge_bytes(piece, self._ranks))
+        if len(self._chunk_cache) >= MAX_CACHED_CHUNKS:
+            self._chunk_cache.clear()
+        self._chunk_cache[chunk] = ids
+        return ids
+
+    # ---- decoding ------------------------------------------------------------------
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        table = self._bytes_by_id
+        try:
+            return b"".join([table[token_id] for token_id in ids])
+        except (KeyError, TypeError):
+            bad = next(token_id for token_id in ids if token_id not in table)
+            raise ValueError(f"token id {bad!r} is not in the vocabulary") from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text for `ids`; byte sequences that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.decode_bytes((token_id,))
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A decoder for ids arriving one at a time (e.g. during generation)."""
+        return StreamDecoder(self)
+
+    # ---- vocabulary ------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        """Token bytes -> merge rank, as tiktoken's `Encoding(mergeable_ranks=...)` takes it."""
+        return dict(self._ranks)
+
+    def token_ids(self) -> dict[bytes, int]:
+        """Token bytes -> id (equal to `mergeable_ranks()` unless imported otherwise)."""
+        return dict(self._token_ids)
+
+    @property
+    def ids_are_ranks(self) -> bool:
+        return self._token_ids == self._ranks
+
+    # ---- minilm's own file format ---------------------------------------------------
+    #
+    #   minilm-bpe v1
+    #   pattern "<pattern as a JSON string>"
+    #   tokens <N>
+    #   <rank> <id> <token bytes in base64>        N lines, by rank
+    #   specials <M>
+    #   <id> "<special token text as a JSON string>"   M lines
+
+    def _format_lines(self) -> list[str]:
+        lines = [f"pattern {json.dumps(self.pattern, ensure_ascii=False)}", f"tokens {len(self._ranks)}"]
+        for token, rank in sorted(self._ranks.items(), key=lambda item: item[1]):
+            lines.append(f"{rank} {self._token_ids[token]} {base64.b64encode(token).decode('ascii')}")
+        lines.append(f"specials {len(self.special_tokens)}")
+        for text, token_id in sorted(self.special_tokens.items(), key=lambda item: item[1]):
+            lines.append(f"{token_id} {json.dumps(text, ensure_ascii=False)}")
+        return lines
+
+    @classmethod
+    def _from_lines(cls, reader: LineReader) -> BPETokenizer:
+        pattern = _parse_json_string(reader, reader.next_field("pattern"))
+        ranks: dict[bytes, int] = {}
+        token_ids: dict[bytes, int] = {}
+        for _ in range(reader.next_count("tokens")):
+            fields = reader.next_line("a token line '<rank> <id> <base64>'").split(" ")
+            if len(fields) != 3 or not fields[0].isdigit() or not fields[1].isdigit():
+                raise reader.error("expected '<rank> <id> <base64 bytes>'")
+            try:
+                token = base64.b64decode(fields[2], validate=True)
+            except binascii.Error:
+                raise reader.error(f"invalid base64 {fields[2][:60]!r}") from None
+            if token in ranks:
+                raise reader.error(f"token {token!r} appears twice")
+            ranks[token], token_ids[token] = int(fields[0]), int(fields[1])
+        special_tokens: dict[str, int] = {}
+        for _ in range(reader.next_count("specials")):
+            token_id, _, text = reader.next_line("a special token line '<id> \"<text>\"'").partition(" ")
+            if not token_id.isdigit():
+                raise reader.error("expected '<id> \"<text>\"'")
+            special_tokens[_parse_json_string(reader, text)] = int(token_id)
+        try:
+            return cls(ranks, pattern, special_tokens, token_ids)
+        except ValueError as exc:
+            raise reader.error(f"inconsistent tokenizer: {exc}") from None
+
+    # ---- other libraries' files ------------------------------------------------------
+
+    @classmethod
+    def from_tiktoken_file(
+        cls, path: str | os.PathLike, pattern: str, special_tokens: dict[str, int] | None = None
+    ) -> BPETokenizer:
+        """Load a tiktoken rank file ("base64 rank" lines). Such files hold neither
+        the pattern nor the special tokens, so both are given here."""
+        return cls(formats.read_tiktoken_ranks(path), pattern, special_tokens)
+
+    def save_tiktoken(self, path: str | os.PathLike) -> None:
+        """Write the ranks as a tiktoken file (special tokens are not part of it)."""
+        if not self.ids_are_ranks:
+            raise ValueError("this tokenizer's ids differ from its merge ranks; a tiktoken file cannot keep its ids")
+        formats.write_tiktoken_ranks(path, self._ranks)
+
+    @classmethod
+    def from_tokenizer_json(cls, path: str | os.PathLike, pattern: str | None = None) -> BPETokenizer:
+        """Load a Hugging Face byte-level BPE `tokenizer.json` (old or new merge format)."""
+        imported = formats.read_tokenizer_json(path)
+        return cls(imported.ranks, pattern or imported.pattern, imported.special_tokens, imported.token_ids)
+
+    def save_tokenizer_json(self, path: str | os.PathLike) -> None:
+        """Write a Hugging Face `tokenizer.json` that encodes exactly as this tokenizer."""
+        formats.write_tokenizer_json(path, self._ranks, self._token_ids, self.special_tokens, self.pattern)
+
+    @classmethod
+    def from_vocab_and_merges(
+        cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike, pattern: str = "gpt2"
+    ) -> BPETokenizer:
+        """Load GPT-2 style `vocab.json` + `merges.txt` (which do not hold the pattern)."""
+        imported = formats.read_vocab_and_merges(vocab_path, merges_path)
+        return cls(imported.ranks, pattern, imported.special_tokens, imported.token_ids)
+
+    def save_vocab_and_merges(self, directory: str | os.PathLike) -> None:
+        """Write `vocab.json` and `merges.txt` into `directory`."""
+        formats.write_vocab_and_merges(directory, self._ranks, self._token_ids, self.special_tokens)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, pattern: str | None = None) -> BPETokenizer:
+        """Load from a directory holding `tokenizer.json`, or else `vocab.json` +
+        `merges.txt` (then the pattern defaults to GPT-2's)."""
+        directory = Path(directory)
+        if (directory / "tokenizer.json").is_file():
+            return cls.from_tokenizer_json(directory / "tokenizer.json", pattern)
+        if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+            return cls.from_vocab_and_merges(directory / "vocab.json", directory / "merges.txt", pattern or "gpt2")
+        raise FileNotFoundError(f"{directory} has neither tokenizer.json nor vocab.json + merges.txt")
+
+
+class StreamDecoder:
+    """Decodes ids one at a time, holding back the bytes of a character that is
+    split across tokens until its last byte arrives (`push` never returns half a
+    character). `flush` ends the stream; bytes still pending become U+FFFD."""
+
+    def __init__(self, tokenizer: BPETokenizer):
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        return self._utf8.decode(self._tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        text = self._utf8.decode(b"", final=True)
+        self._utf8.reset()
+        return text
+
+
+def _iterate_corpus(corpus: Corpus) -> Iterable[str]:
+    if isinstance(corpus, (str, os.PathLike)):
+        corpus = (corpus,)
+    elif isinstance(corpus, (bytes, bytearray)):
+        raise TypeError("corpus must be text (str), a path (os.PathLike), or an iterable of those; got bytes")
+    for item in corpus:
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, os.PathLike):
+            with open(item, encoding="utf-8") as file:
+                yield file.read()
+        else:
+            raise TypeError(f"corpus items must be str (text) or os.PathLike (a file), got {type(item).__name__}")
+
+
+def _parse_json_string(reader: LineReader, text: str) -> str:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise reader.error(f"invalid JSON string ({exc.msg})") from None
+    if not isinstance(value, str):
+        raise reader.error("expected a JSON string")
+    return value

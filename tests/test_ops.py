@@ -1,0 +1,139 @@
+"""Every public op: gradients against finite differences (float64), second derivatives for
+the smooth ones, float32 vs float64 agreement, and the documented conventions at kinks."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import minilm as ml
+import minilm.functional as F
+from minilm.ops import OPS
+from minilm.testing import GradcheckError, gradcheck, gradgradcheck
+
+from .helpers import leaf
+from .op_cases import CASES
+
+
+def test_every_registered_op_has_a_gradcheck_case():
+    missing = sorted(set(OPS) - set(CASES))
+    assert not missing, f"ops without a gradcheck case in tests/op_cases.py: {missing}"
+    stale = sorted(set(CASES) - set(OPS))
+    assert not stale, f"cases for ops that are not registered: {stale}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@given(data=st.data())
+def test_gradcheck(name, data):
+    case = CASES[name]
+    arrays, kwargs = case.draw(data)
+    inputs = [leaf(a) for a in arrays]
+    gradcheck(lambda *xs: case.minilm(*xs, **kwargs), inputs, **case.gradcheck_kwargs)
+
+
+SMOOTH = sorted(name for name, case in CASES.items() if case.smooth)
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+@given(data=st.data())
+def test_gradgradcheck(name, data):
+    case = CASES[name]
+    arrays, kwargs = case.draw(data)
+    inputs = [leaf(a) for a in arrays]
+    gradgradcheck(lambda *xs: case.minilm(*xs, **kwargs), inputs)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n != "astype"))
+@given(data=st.data())
+def test_float32_forward_agrees_with_float64(name, data):
+    case = CASES[name]
+    arrays, kwargs = case.draw(data)
+    y64 = case.minilm(*[leaf(a, requires_grad=False) for a in arrays], **kwargs)
+    y32 = case.minilm(*[leaf(a, requires_grad=False, dtype=np.float32) for a in arrays], **kwargs)
+    assert y32.dtype == np.float32, f"{name} turned float32 inputs into {y32.dtype}"
+    np.testing.assert_allclose(y32.numpy(), y64.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_gradcheck_catches_a_wrong_gradient():
+    class WrongSquare(ml.Function):
+        def forward(self, x):
+            return x * x
+
+        def backward(self, gy):
+            return gy * self.inputs[0] * 3.0  # should be 2x
+
+    x = leaf(np.array([0.5, 1.5]))
+    with pytest.raises(GradcheckError, match="gradient mismatch"):
+        gradcheck(lambda t: WrongSquare()(t), [x])
+
+
+def test_pow_with_a_constant_exponent():
+    x = leaf(np.array([0.5, 1.2, 2.0]))
+    for exponent in (2, 3, 0.5, -1.5):
+        gradcheck(lambda t: t**exponent, [x])
+        gradgradcheck(lambda t: t**exponent, [x])
+
+
+def test_scalar_on_the_left_keeps_float32():
+    x = ml.tensor([1.0, 2.0], requires_grad=True)
+    y = 1.0 - 2.0 * x / 4.0 + 3.0**x
+    assert y.dtype == np.float32
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), -0.5 + np.log(3) * 3.0 ** np.array([1.0, 2.0]), rtol=1e-6)
+
+
+# --- conventions at kinks and ties (documented in minilm/ops.py) ------------------------
+def _grad(fn, values):
+    x = leaf(np.asarray(values, dtype=np.float64))
+    fn(x).sum().backward()
+    return x.grad.numpy()
+
+
+def test_relu_and_abs_have_zero_gradient_at_zero():
+    np.testing.assert_array_equal(_grad(ml.relu, [-1.0, 0.0, 2.0]), [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(_grad(ml.abs, [-1.0, 0.0, 2.0]), [-1.0, 0.0, 1.0])
+
+
+def test_max_reduction_splits_the_gradient_among_ties():
+    np.testing.assert_array_equal(_grad(lambda x: x.max(), [1.0, 3.0, 3.0, 0.0]), [0, 0.5, 0.5, 0])
+    np.testing.assert_array_equal(_grad(lambda x: x.min(), [1.0, 0.0, 0.0, 0.0]), [0, 1 / 3, 1 / 3, 1 / 3])
+
+
+def test_maximum_splits_ties_half_and_half():
+    a, b = leaf([1.0, 2.0]), leaf([1.0, 0.0])
+    ml.maximum(a, b).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [0.5, 1.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [0.5, 0.0])
+
+
+def test_clip_passes_the_gradient_at_its_bounds():
+    np.testing.assert_array_equal(_grad(lambda x: x.clip(0.0, 1.0), [-0.5, 0.0, 0.5, 1.0, 1.5]), [0, 1, 1, 1, 0])
+
+
+def test_getitem_adds_up_repeated_indices():
+    x = leaf([1.0, 2.0, 3.0])
+    x[np.array([0, 0, 2, 0])].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 0.0, 1.0])
+
+
+def test_cross_entropy_mean_ignores_ignored_rows():
+    logits = leaf(np.zeros((3, 4)))
+    loss = F.cross_entropy(logits, np.array([1, -100, 2]))
+    np.testing.assert_allclose(loss.item(), np.log(4))
+    loss.backward()
+    assert np.all(logits.grad.numpy()[1] == 0)
+
+
+def test_softmax_is_stable_for_large_inputs():
+    y = F.softmax(ml.tensor([1000.0, 1000.0, -1000.0]))
+    np.testing.assert_allclose(y.numpy(), [0.5, 0.5, 0.0])
+    z = F.log_softmax(ml.tensor([1000.0, 0.0]))
+    assert np.all(np.isfinite(z.numpy()))
+
+
+def test_dropout_keeps_the_expectation_and_is_identity_in_eval():
+    x = ml.ones(200, 200)
+    y = F.dropout(x, 0.25, training=True)
+    kept = (y.numpy() != 0).mean()
+    assert abs(kept - 0.75) < 0.01
+    np.testing.assert_allclose(y.numpy()[y.numpy() != 0], 1 / 0.75, rtol=1e-6)
+    assert F.dropout(x, 0.25, training=False) is x
