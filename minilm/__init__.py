@@ -132,3 +132,21 @@ def _shape_arg(shape) -> tuple:
     if len(shape) == 1 and not isinstance(shape[0], (int, _np.integer)):
         return tuple(shape[0])
     return tuple(shape)
+
+
+def save(tensors, path, metadata: dict | None = None) -> None:
+    """Write a dict name -> Tensor (or array) to `path` in the safetensors format, atomically."""
+    from .serialization import save_file
+
+    save_file({name: t.numpy() if isinstance(t, Tensor) else t for name, t in tensors.items()}, path, metadata)
+
+
+def load(path, device=None) -> dict:
+    """Read a safetensors file into a dict name -> Tensor (on `device`, default the current one).
+
+    Never unpickles: the file holds only a JSON header and raw little-endian buffers.
+    """
+    from .serialization import load_file
+
+    target = get_device(device)
+    return {name: Tensor(target.asarray(array)) for name, array in load_file(path).items()}

@@ -332,9 +332,11 @@ def _to_array(data, dtype=None, device=None):
             target = _backend.default_device()
         if dtype is None:
             host = np.asarray(data)
-            if host.dtype.kind == "f":
+            if isinstance(data, np.generic):  # a NumPy scalar keeps its own dtype
+                pass
+            elif host.dtype.kind == "f":
                 host = host.astype(_default_dtype)
-            elif host.dtype.kind in "iu" and not isinstance(data, np.ndarray):
+            elif host.dtype.kind in "iu":
                 host = host.astype(np.int64)
             elif host.dtype.kind not in "iub":
                 raise TypeError(f"cannot make a tensor from data of dtype {host.dtype}")
@@ -345,35 +347,63 @@ def _to_array(data, dtype=None, device=None):
 # ---------------------------------------------------------------------------------------
 # Function: one differentiable operation
 # ---------------------------------------------------------------------------------------
+def _from_array(data) -> Tensor:
+    """A new Tensor around an array produced by an op (skips the checks of __init__)."""
+    if isinstance(data, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
+        data = np.asarray(data)
+    t = _new_object(Tensor)
+    t.data, t.grad, t.creator, t._version, t._hooks, t.name, t.requires_grad = data, None, None, 0, None, None, False
+    return t
+
+
+_new_object = object.__new__
+
+
 class Function:
-    """An operation with a forward on arrays and a backward on Tensors.
+    """An operation: `forward` on arrays, `backward` mapping output to input gradients.
 
     Subclasses implement:
       forward(self, *arrays) -> array | tuple of arrays      (save what backward needs on self)
-      backward(self, *grads: Tensor | None) -> Tensor | None | tuple of them
-    Outputs that got no gradient arrive in `backward` as zeros, so rules need no None checks.
+      backward(self, *grads) -> grad | None | tuple of them
+
+    One gradient formula serves two purposes. In an ordinary backward pass the grads are
+    plain arrays and the formula is NumPy/CuPy arithmetic: fast. Under
+    `backward(create_graph=True)` they are Tensors and the very same formula records a
+    graph, which is what second derivatives need. Rules therefore read their saved inputs
+    through `self.value(tensor)` and use only operations that arrays and Tensors share
+    (arithmetic, @, .reshape, .sum, .swapaxes, .astype ...) or the dual helpers in ops.py.
+    Outputs that got no gradient arrive as zeros, so rules need no None checks.
     """
 
     inputs: tuple | None = None
 
     def __call__(self, *inputs: Tensor):
-        arrays = [x.data for x in inputs]
-        if len(arrays) > 1:
-            _check_same_device(self, arrays)
-        outputs = self.forward(*arrays)
-        single = not isinstance(outputs, tuple)
-        if single:
-            outputs = (outputs,)
-        results = tuple(Tensor(y if not isinstance(y, np.generic) else np.asarray(y)) for y in outputs)
-        if is_grad_enabled() and any(x.requires_grad for x in inputs):
-            self.inputs = inputs
-            self.input_versions = tuple(x._version for x in inputs)
-            self.outputs = tuple(weakref.ref(y) for y in results)
-            self.output_specs = tuple((y.shape, y.dtype) for y in results)
-            for y in results:
-                y.creator = self
-                y.requires_grad = True
+        if len(inputs) == 1:
+            outputs = self.forward(inputs[0].data)
+        else:
+            arrays = [x.data for x in inputs]
+            first = type(arrays[0])
+            for a in arrays:
+                if type(a) is not first:
+                    _raise_device_mismatch(self, arrays)
+            outputs = self.forward(*arrays)
+        single = type(outputs) is not tuple
+        results = (_from_array(outputs),) if single else tuple(_from_array(y) for y in outputs)
+        if is_grad_enabled():
+            for x in inputs:
+                if x.requires_grad:
+                    self._record(inputs, results)
+                    break
         return results[0] if single else results
+
+    def _record(self, inputs: tuple, results: tuple) -> None:
+        self.inputs = inputs
+        self.input_versions = tuple(x._version for x in inputs)
+        self.outputs = tuple(weakref.ref(y) for y in results)
+        self.output_specs = tuple((y.shape, y.dtype) for y in results)
+        for y in results:
+            y.creator = self
+            y.requires_grad = True
 
     def forward(self, *arrays):
         raise NotImplementedError(f"{type(self).__name__} must implement forward")  # abstract
@@ -382,28 +412,31 @@ class Function:
         raise NotImplementedError(f"{type(self).__name__} must implement backward")  # abstract
 
     # -- helpers for subclasses ---------------------------------------------------------------
-    def needs_grad(self, index: int) -> bool:
-        """Whether input `index` wants a gradient (skip computing it otherwise)."""
-        return self.inputs[index].requires_grad
+    @staticmethod
+    def value(tensor: Tensor):
+        """A saved tensor as backward should see it: the Tensor while the backward pass is
+        being recorded (create_graph=True), else just its array."""
+        return tensor if is_grad_enabled() else tensor.data
 
-    def output(self, index: int = 0) -> Tensor:
-        """The output tensor, for rules written in terms of it (exp, tanh, softmax...)."""
-        return self.outputs[index]()
+    def output(self, index: int = 0):
+        """The output, through `value`, for rules written in terms of it (exp, tanh, softmax...).
+
+        A function's backward only runs when its output received a gradient, and that output
+        is then still referenced by whoever consumed it, so the weak reference is alive.
+        """
+        return self.value(self.outputs[index]())
 
     def release(self) -> None:
         """Drop inputs and saved buffers after backward (the graph can then be freed)."""
         self.__dict__.clear()
 
 
-def _check_same_device(fn: Function, arrays) -> None:
-    first = type(arrays[0])
-    for a in arrays[1:]:
-        if type(a) is not first:
-            names = sorted({_backend.device_of(b).name for b in arrays})
-            raise _backend.BackendError(
-                f"{type(fn).__name__}: expected all tensors on one device, but found tensors on "
-                f"{' and '.join(names)}; move them with t.to('cpu') or t.to('cuda')"
-            )
+def _raise_device_mismatch(fn: Function, arrays) -> None:
+    names = sorted({_backend.device_of(a).name for a in arrays})
+    raise _backend.BackendError(
+        f"{type(fn).__name__}: expected all tensors on one device, but found tensors on "
+        f"{' and '.join(names)}; move them with t.to('cpu') or t.to('cuda')"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,103 +448,134 @@ _FREED_GRAPH = (
 )
 
 
-def _run_hooks(tensor: Tensor, grad: Tensor) -> Tensor:
+def _run_hooks(tensor: Tensor, grad):
+    """Hooks see and return Tensors, whatever form the gradient has inside the engine."""
+    as_tensor = grad if isinstance(grad, Tensor) else _from_array(grad)
     for hook in list(tensor._hooks):
-        replaced = hook(grad)
+        replaced = hook(as_tensor)
         if replaced is not None:
-            grad = replaced
-    return grad
+            as_tensor = replaced
+    return as_tensor if isinstance(grad, Tensor) else as_tensor.data
 
 
 def _run_backward(root: Tensor, root_grad: Tensor, retain_graph: bool, create_graph: bool) -> None:
-    leaf_grads: dict[int, list] = {}  # id(leaf) -> [leaf, gradient summed over this pass]
-
-    def accumulate(store: dict, tensor: Tensor, grad: Tensor) -> None:
-        # The tensor is stored with its gradient so that it stays alive (and its id unique)
-        # until its gradient has been consumed.
-        entry = store.get(id(tensor))
-        if entry is None:
-            store[id(tensor)] = [tensor, grad]
-        else:
-            entry[1] = entry[1] + grad
-
-    with set_grad_enabled(create_graph):
+    # Gradients travel as Tensors when the backward pass is recorded, else as bare arrays.
+    # `grads` maps id(tensor) -> [tensor, gradient so far]: keeping the tensor in the entry
+    # keeps it alive, so its id stays unique until its gradient has been consumed.
+    previous_mode = is_grad_enabled()
+    _state.grad_enabled = create_graph
+    try:
+        seed = root_grad if create_graph else root_grad.data
+        grads: dict[int, list] = {id(root): [root, seed]}
+        leaves: list[Tensor] = []
         if root.creator is None:
-            accumulate(leaf_grads, root, root_grad)
+            leaves.append(root)
         else:
-            # 1. How many gradient contributions will each function receive?
-            pending: dict[Function, int] = {root.creator: 0}
-            stack = [root.creator]
-            while stack:
-                fn = stack.pop()
-                if fn.inputs is None:
-                    raise GraphError(_FREED_GRAPH)
-                for x in fn.inputs:
-                    creator = x.creator
-                    if creator is None or not x.requires_grad:
-                        continue
-                    if creator in pending:
-                        pending[creator] += 1
-                    else:
-                        pending[creator] = 1
-                        stack.append(creator)
+            _run_functions(root, grads, leaves, retain_graph, create_graph)
+        _deliver_to_leaves(leaves, grads, create_graph)
+    finally:
+        _state.grad_enabled = previous_mode
 
-            # 2. Run each function once all its contributions are in (Kahn's algorithm).
-            grads: dict[int, list] = {id(root): [root, root_grad]}
-            ready = [root.creator]
-            while ready:
-                fn = ready.pop()
-                output_grads = []
-                for ref, (shape, dtype) in zip(fn.outputs, fn.output_specs):
-                    y = ref()
-                    entry = grads.pop(id(y), None) if y is not None else None
-                    if entry is None:
-                        output_grads.append(None)
-                        continue
-                    g = entry[1]
-                    if y._hooks:
-                        g = _run_hooks(y, g)
-                    output_grads.append(g)
-                for x, version in zip(fn.inputs, fn.input_versions):
-                    if x._version != version:
-                        raise GraphError(
-                            f"a tensor of shape {x.shape} saved by {type(fn).__name__} for backward "
-                            f"was modified in place (version {version} -> {x._version}); use an "
-                            "out-of-place op instead"
-                        )
-                if all(g is None for g in output_grads):
-                    input_grads = (None,) * len(fn.inputs)
+
+def _run_functions(root: Tensor, grads: dict, leaves: list, retain_graph: bool, create_graph: bool) -> None:
+    # 1. How many gradient contributions will each function receive?
+    pending: dict[Function, int] = {root.creator: 0}
+    stack = [root.creator]
+    while stack:
+        fn = stack.pop()
+        if fn.inputs is None:
+            raise GraphError(_FREED_GRAPH)
+        for x in fn.inputs:
+            creator = x.creator
+            if creator is None or not x.requires_grad:
+                continue
+            if creator in pending:
+                pending[creator] += 1
+            else:
+                pending[creator] = 1
+                stack.append(creator)
+
+    # 2. Run each function once all its contributions are in (Kahn's algorithm).
+    ready = [root.creator]
+    while ready:
+        fn = ready.pop()
+        output_grads = []
+        missing = False
+        for ref in fn.outputs:
+            y = ref()
+            entry = grads.pop(id(y), None) if y is not None else None
+            if entry is None:
+                missing = True
+                output_grads.append(None)
+            else:
+                output_grads.append(_run_hooks(y, entry[1]) if y._hooks else entry[1])
+        inputs = fn.inputs
+        for x, version in zip(inputs, fn.input_versions):
+            if x._version != version:
+                raise GraphError(
+                    f"a tensor of shape {x.shape} saved by {type(fn).__name__} for backward "
+                    f"was modified in place (version {version} -> {x._version}); use an "
+                    "out-of-place op instead"
+                )
+        if missing:
+            output_grads = _fill_missing(fn, output_grads, create_graph)
+        input_grads = fn.backward(*output_grads) if output_grads else (None,) * len(inputs)
+        if type(input_grads) is not tuple:
+            input_grads = (input_grads,)
+        for x, gx in zip(inputs, input_grads):
+            if not x.requires_grad:
+                continue
+            creator = x.creator
+            if gx is not None:
+                if isinstance(gx, Tensor) is not create_graph:  # a rule may mix forms
+                    gx = _from_array(gx) if create_graph else gx.data
+                if gx.shape != x.shape:
+                    raise GraphError(
+                        f"internal error: {type(fn).__name__}.backward returned a gradient of "
+                        f"shape {gx.shape} for an input of shape {x.shape}"
+                    )
+                entry = grads.get(id(x))
+                if entry is None:
+                    grads[id(x)] = [x, gx]
+                    if creator is None:
+                        leaves.append(x)
                 else:
-                    xp = _backend.device_of(fn.inputs[0].data).xp
-                    output_grads = [
-                        g if g is not None else Tensor(xp.zeros(shape, dtype=dtype))
-                        for g, (shape, dtype) in zip(output_grads, fn.output_specs)
-                    ]
-                    input_grads = fn.backward(*output_grads)
-                    if not isinstance(input_grads, tuple):
-                        input_grads = (input_grads,)
-                for x, gx in zip(fn.inputs, input_grads):
-                    if not x.requires_grad:
-                        continue
-                    creator = x.creator
-                    if gx is not None:
-                        if gx.shape != x.shape:
-                            raise GraphError(
-                                f"internal error: {type(fn).__name__}.backward returned a gradient of "
-                                f"shape {gx.shape} for an input of shape {x.shape}"
-                            )
-                        accumulate(grads if creator is not None else leaf_grads, x, gx)
-                    if creator is not None:
-                        pending[creator] -= 1
-                        if pending[creator] == 0:
-                            ready.append(creator)
-                if not retain_graph:
-                    fn.release()
+                    entry[1] = entry[1] + gx  # never in place: rules may share arrays
+            if creator is not None:
+                count = pending[creator] - 1
+                pending[creator] = count
+                if count == 0:
+                    ready.append(creator)
+        if not retain_graph:
+            fn.release()
 
-        # 3. Leaves: run their hooks on the total gradient of this pass, then accumulate.
-        for leaf, g in leaf_grads.values():
-            if leaf._hooks:
-                g = _run_hooks(leaf, g)
-            if not create_graph:
-                g = Tensor(g.data)  # a plain value, never part of a graph
-            leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+def _deliver_to_leaves(leaves: list, grads: dict, create_graph: bool) -> None:
+    """Run each leaf's hooks on its total gradient of this pass, then add it to `.grad`."""
+    handed_out = set()
+    for leaf in leaves:
+        g = grads.pop(id(leaf))[1]
+        if leaf._hooks:
+            g = _run_hooks(leaf, g)
+        if not create_graph:
+            # A leaf's .grad must own its memory: a rule may hand the same array (or a
+            # broadcast view) to several inputs, and optimizers update grads in place.
+            if id(g) in handed_out or g.base is not None or not getattr(g.flags, "writeable", True):
+                g = g.copy()
+            handed_out.add(id(g))
+            g = _from_array(g)
+        leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+def _fill_missing(fn: Function, output_grads: list, as_tensors: bool) -> list:
+    """Zeros for the outputs that received no gradient (empty list if none did)."""
+    if all(g is None for g in output_grads):
+        return []
+    xp = _backend.array_module(fn.inputs[0].data)
+    filled = []
+    for g, (shape, dtype) in zip(output_grads, fn.output_specs):
+        if g is None:
+            g = xp.zeros(shape, dtype=dtype)
+            g = _from_array(g) if as_tensors else g
+        filled.append(g)
+    return filled

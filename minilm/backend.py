@@ -137,8 +137,13 @@ def get_device(name: str | Device | None = None) -> Device:
 def device_of(array) -> Device:
     """The device that holds `array` (NumPy arrays are on the CPU, anything else on CUDA)."""
     if isinstance(array, (np.ndarray, np.generic)):
-        return get_device("cpu")
+        return _CPU
     return get_device("cuda")
+
+
+def array_module(array):
+    """NumPy or CuPy, whichever holds `array` (the hot path of every op, so kept short)."""
+    return np if isinstance(array, np.ndarray) else device_of(array).xp
 
 
 def set_backend(name: str) -> Device:
@@ -159,6 +164,8 @@ def manual_seed(seed: int) -> None:
     for device in list(_devices.values()):
         device.seed(seed)
 
+
+_CPU = get_device("cpu")
 
 if os.environ.get("MINILM_BACKEND"):
     set_backend(os.environ["MINILM_BACKEND"])

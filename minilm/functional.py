@@ -1,10 +1,8 @@
 """Neural-network functions: softmax, cross-entropy, GELU, layer norm, dropout, attention.
 
-The heavy ones are fused `Function`s: one forward over arrays, one gradient rule. Their
-gradient formulas are written once, as plain arithmetic that works on arrays *and* on
-Tensors: during an ordinary backward (grad mode off) they run on arrays, fast; under
-`create_graph=True` (grad mode on) the same formula runs on Tensors and records the graph
-needed for second derivatives.
+The heavy ones are fused `Function`s: one forward over arrays, one gradient rule. As
+everywhere in minilm (see `Function`), a gradient formula is written once and runs on
+arrays in an ordinary backward pass and on Tensors under `create_graph=True`.
 """
 
 from __future__ import annotations
@@ -16,18 +14,8 @@ import numpy as np
 
 from . import backend as _backend
 from . import ops
-from .autograd import Function, Tensor, is_grad_enabled
+from .autograd import Function, Tensor
 from .ops import register, relu, sigmoid, tanh  # noqa: F401 - re-exported as F.relu etc.
-
-
-def _values(tensor: Tensor, array):
-    """`array` (a buffer saved by forward) as a plain array, or as the live Tensor when the
-    backward pass is being recorded (so that second derivatives see the dependency)."""
-    return tensor if is_grad_enabled() else array
-
-
-def _wrap(value) -> Tensor:
-    return value if isinstance(value, Tensor) else Tensor(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -46,9 +34,8 @@ class Softmax(Function):
 
     def backward(self, gy):
         y = self.output()
-        y, g = _values(y, y.data), _values(gy, gy.data)
-        # dx = y * (g - sum(g * y))
-        return _wrap(y * (g - (g * y).sum(axis=self.axis, keepdims=True)))
+        # dx = y * (gy - sum(gy * y))
+        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
 
 
 class LogSoftmax(Function):
@@ -62,11 +49,9 @@ class LogSoftmax(Function):
         return shifted
 
     def backward(self, gy):
-        y = self.output()
-        g = _values(gy, gy.data)
-        probabilities = ops.exp(y) if is_grad_enabled() else ops._xp(y.data).exp(y.data)
-        # dx = g - softmax(x) * sum(g)
-        return _wrap(g - probabilities * g.sum(axis=self.axis, keepdims=True))
+        probabilities = ops._exp(self.output())  # softmax(x) = exp(log_softmax(x))
+        # dx = gy - softmax(x) * sum(gy)
+        return gy - probabilities * gy.sum(axis=self.axis, keepdims=True)
 
 
 @register("softmax")
@@ -122,21 +107,14 @@ class GELU(Function):
         return y
 
     def backward(self, gy):
-        (x,) = self.inputs
-        if is_grad_enabled():  # record the graph: recompute the pieces as Tensor ops
-            if self.approximate == "tanh":
-                u = _SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x)
-                derivative = _gelu_tanh_derivative(x, ops.tanh(u))
-            else:
-                derivative = _gelu_exact_derivative(x, _normal_cdf(x), ops.exp)
-            return gy * derivative
-        xp = ops._xp(x.data)
+        x = self.value(self.inputs[0])
+        recording = isinstance(x, Tensor)
         if self.approximate == "tanh":
-            derivative = _gelu_tanh_derivative(x.data, self.t)
-        else:
-            derivative = _gelu_exact_derivative(x.data, self.cdf, xp.exp)
-        derivative *= gy.data
-        return Tensor(derivative)
+            # tanh(u) saved by forward, or recomputed as a Tensor op when recording
+            t = ops.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x)) if recording else self.t
+            return gy * _gelu_tanh_derivative(x, t)
+        cdf = NormalCDF()(x) if recording else self.cdf
+        return gy * _gelu_exact_derivative(x, cdf, ops._exp)
 
 
 class NormalCDF(Function):
@@ -146,12 +124,8 @@ class NormalCDF(Function):
         return 0.5 * (1 + _backend.device_of(x).erf(x * _INV_SQRT_2))
 
     def backward(self, gy):
-        (x,) = self.inputs
-        return gy * ops.exp(-0.5 * x * x) * _INV_SQRT_2PI
-
-
-def _normal_cdf(x: Tensor) -> Tensor:
-    return NormalCDF()(x)
+        x = self.value(self.inputs[0])
+        return gy * ops._exp(-0.5 * x * x) * _INV_SQRT_2PI
 
 
 @register("gelu")
@@ -181,16 +155,14 @@ class Normalize(Function):
 
     def backward(self, gy):
         x_hat = self.output()
-        if is_grad_enabled():
-            (x,) = self.inputs
-            inv_std = 1.0 / ops.sqrt(ops.var(x, axis=-1, keepdims=True) + self.eps)
-            g, x_hat_values = gy, x_hat
+        if isinstance(x_hat, Tensor):  # recording: 1/std as a function of x, for 2nd derivatives
+            inv_std = 1.0 / ops.sqrt(ops.var(self.inputs[0], axis=-1, keepdims=True) + self.eps)
         else:
-            inv_std, g, x_hat_values = self.inv_std, gy.data, x_hat.data
-        # dx = inv_std * (g - mean(g) - x_hat * mean(g * x_hat))
-        mean_g = g.mean(axis=-1, keepdims=True)
-        mean_g_x_hat = (g * x_hat_values).mean(axis=-1, keepdims=True)
-        return _wrap(inv_std * (g - mean_g - x_hat_values * mean_g_x_hat))
+            inv_std = self.inv_std
+        # dx = inv_std * (gy - mean(gy) - x_hat * mean(gy * x_hat))
+        mean_g = gy.mean(axis=-1, keepdims=True)
+        mean_g_x_hat = (gy * x_hat).mean(axis=-1, keepdims=True)
+        return inv_std * (gy - mean_g - x_hat * mean_g_x_hat)
 
 
 @register("layer_norm")
@@ -245,13 +217,15 @@ class CrossEntropy(Function):
         weights = self.valid.astype(logits.dtype)
         if self.reduction == "mean":
             weights /= self.count
-        weights = Tensor(weights[:, None])  # [N, 1]
-        if is_grad_enabled():
+        weights = weights[:, None]  # [N, 1]
+        if isinstance(gy, Tensor):  # recording: softmax as a function of the logits
             probabilities = softmax(logits, axis=-1)
+            target_dist, weights = Tensor(target_dist), Tensor(weights)
         else:
-            probabilities = Tensor(xp.exp(self.log_probs))
-        scale = ops.reshape(gy, (n, 1)) if self.reduction == "none" else gy
-        return (probabilities - Tensor(target_dist)) * (weights * scale)
+            probabilities = xp.exp(self.log_probs)
+        scale = gy.reshape(n, 1) if self.reduction == "none" else gy
+        # d loss / d logits = (softmax - target distribution) * per-row weight
+        return (probabilities - target_dist) * (weights * scale)
 
 
 @register("cross_entropy")
@@ -325,11 +299,38 @@ def embedding(ids, weight: Tensor) -> Tensor:
     return ops.getitem(weight, ids)
 
 
+class Linear(Function):
+    """y = x @ W^T + b in one node: one GEMM forward, two GEMMs and a sum backward."""
+
+    def forward(self, x, weight, bias=None):
+        x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large GEMM
+        y = x2 @ weight.T  # [N, in] @ [in, out] -> [N, out]
+        if bias is not None:
+            y += bias
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, gy):
+        x, weight = self.inputs[0], self.inputs[1]
+        g2 = gy.reshape(-1, gy.shape[-1])  # [N, out]
+        grads = [None, None]
+        if x.requires_grad:
+            grads[0] = (g2 @ self.value(weight)).reshape(x.shape)  # [N, out] @ [out, in] -> [..., in]
+        if weight.requires_grad:
+            grads[1] = g2.T @ self.value(x).reshape(-1, x.shape[-1])  # [out, N] @ [N, in] -> [out, in]
+        if len(self.inputs) == 3:
+            grads.append(g2.sum(axis=0) if self.inputs[2].requires_grad else None)  # [out]
+        return tuple(grads)
+
+
 @register("linear")
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight.T + bias, with weight [out, in] as PyTorch stores it."""
-    y = ops.matmul(x, ops.swapaxes(weight, 0, 1))  # [..., in] @ [in, out] -> [..., out]
-    return y + bias if bias is not None else y
+    """x @ weight.T + bias, with weight [out, in] as PyTorch stores it. x: [..., in] -> [..., out]."""
+    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape {weight.shape} "
+                         f"(expected the input's last dim to be {weight.shape[1] if weight.ndim == 2 else '?'})")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+    return Linear()(x, weight, bias) if bias is not None else Linear()(x, weight)
 
 
 # ---------------------------------------------------------------------------------------

@@ -68,13 +68,42 @@ def _keepdims_shape(shape, axes) -> tuple:
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
-def _reduce_grad_to(grad: Tensor, x: Tensor) -> Tensor:
+# Dual helpers: gradient rules call these on arrays (ordinary backward) or on Tensors
+# (recorded backward, create_graph=True); each does the same thing either way.
+def _reduce_grad_to(grad, x: Tensor):
     """Make `grad` fit input `x`: sum over broadcast dimensions and match x's dtype."""
     if grad.shape != x.shape:
-        grad = sum_to(grad, x.shape)
+        grad = _sum_to(grad, x.shape)
     if grad.dtype != x.dtype:
-        grad = astype(grad, x.dtype)
+        grad = grad.astype(x.dtype)
     return grad
+
+
+def _sum_to(grad, shape: tuple):
+    if grad.shape == shape:
+        return grad
+    if isinstance(grad, Tensor):
+        return SumTo(shape)(grad)
+    return SumTo(shape).forward(grad)
+
+
+def _broadcast_to(grad, shape: tuple):
+    if isinstance(grad, Tensor):
+        return broadcast_to(grad, shape)
+    return _xp(grad).broadcast_to(grad, shape)
+
+
+def _exp(v):
+    return exp(v) if isinstance(v, Tensor) else _xp(v).exp(v)
+
+
+def _log(v):
+    return log(v) if isinstance(v, Tensor) else _xp(v).log(v)
+
+
+def _constant(array, like):
+    """A constant (a mask, a shared weight) in the form of `like`: array or Tensor."""
+    return Tensor(array) if isinstance(like, Tensor) else array
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,8 +133,8 @@ class Mul(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        ga = _reduce_grad_to(gy * b, a) if a.requires_grad else None
-        gb = _reduce_grad_to(gy * a, b) if b.requires_grad else None
+        ga = _reduce_grad_to(gy * self.value(b), a) if a.requires_grad else None
+        gb = _reduce_grad_to(gy * self.value(a), b) if b.requires_grad else None
         return ga, gb
 
 
@@ -115,8 +144,9 @@ class Div(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        ga = _reduce_grad_to(gy / b, a) if a.requires_grad else None
-        gb = _reduce_grad_to(-gy * a / (b * b), b) if b.requires_grad else None
+        a_value, b_value = self.value(a), self.value(b)
+        ga = _reduce_grad_to(gy / b_value, a) if a.requires_grad else None
+        gb = _reduce_grad_to(-gy * a_value / (b_value * b_value), b) if b.requires_grad else None
         return ga, gb
 
 
@@ -138,7 +168,7 @@ class PowScalar(Function):
         return x**self.exponent
 
     def backward(self, gy):
-        (x,) = self.inputs
+        x = self.value(self.inputs[0])
         c = self.exponent
         return gy * c * x ** (c - 1)
 
@@ -151,8 +181,9 @@ class Pow(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        ga = _reduce_grad_to(gy * b * a ** (b - 1), a) if a.requires_grad else None
-        gb = _reduce_grad_to(gy * self.output() * log(a), b) if b.requires_grad else None
+        a_value, b_value = self.value(a), self.value(b)
+        ga = _reduce_grad_to(gy * b_value * a_value ** (b_value - 1), a) if a.requires_grad else None
+        gb = _reduce_grad_to(gy * self.output() * _log(a_value), b) if b.requires_grad else None
         return ga, gb
 
 
@@ -209,7 +240,7 @@ class Log(Function):
         return _xp(x).log(x)
 
     def backward(self, gy):
-        return gy / self.inputs[0]
+        return gy / self.value(self.inputs[0])
 
 
 class Sqrt(Function):
@@ -247,8 +278,8 @@ class ReLU(Function):
         return _xp(x).maximum(x, 0)
 
     def backward(self, gy):
-        (x,) = self.inputs
-        return gy * Tensor((x.data > 0).astype(gy.dtype))  # relu'(0) = 0
+        x = self.inputs[0].data
+        return gy * _constant((x > 0).astype(gy.dtype), gy)  # relu'(0) = 0
 
 
 class Abs(Function):
@@ -256,8 +287,8 @@ class Abs(Function):
         return _xp(x).abs(x)
 
     def backward(self, gy):
-        (x,) = self.inputs
-        return gy * Tensor(_xp(x.data).sign(x.data).astype(gy.dtype))  # abs'(0) = 0
+        x = self.inputs[0].data
+        return gy * _constant(_xp(x).sign(x).astype(gy.dtype), gy)  # abs'(0) = 0
 
 
 class Maximum(Function):
@@ -274,7 +305,7 @@ class Maximum(Function):
         a, b = self.inputs
         wins = (a.data > b.data) if self.take_larger else (a.data < b.data)
         share_a = wins + 0.5 * (a.data == b.data)
-        share_a = Tensor(share_a.astype(gy.dtype))
+        share_a = _constant(share_a.astype(gy.dtype), gy)
         ga = _reduce_grad_to(gy * share_a, a) if a.requires_grad else None
         gb = _reduce_grad_to(gy * (1 - share_a), b) if b.requires_grad else None
         return ga, gb
@@ -289,7 +320,7 @@ class Where(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        keep = Tensor(self.condition.astype(gy.dtype))
+        keep = _constant(self.condition.astype(gy.dtype), gy)
         ga = _reduce_grad_to(gy * keep, a) if a.requires_grad else None
         gb = _reduce_grad_to(gy * (1 - keep), b) if b.requires_grad else None
         return ga, gb
@@ -307,11 +338,10 @@ class Clip(Function):
         inside = np.ones((), dtype=bool) if self.low is None else (x >= self.low)
         if self.high is not None:
             inside = inside & (x <= self.high)
-        return gy * Tensor(_xp(x).asarray(inside, dtype=gy.dtype))
+        return gy * _constant(_xp(x).asarray(inside, dtype=gy.dtype), gy)
 
 
-def _xp(array):
-    return _backend.device_of(array).xp
+_xp = _backend.array_module
 
 
 @register("exp")
@@ -404,8 +434,8 @@ class Sum(Function):
     def backward(self, gy):
         shape = self.inputs[0].shape
         if not self.keepdims:
-            gy = reshape(gy, _keepdims_shape(shape, self.axes))
-        return broadcast_to(gy, shape)
+            gy = gy.reshape(_keepdims_shape(shape, self.axes))
+        return _broadcast_to(gy, shape)
 
 
 class Max(Function):
@@ -422,11 +452,10 @@ class Max(Function):
     def backward(self, gy):
         x = self.inputs[0]
         kept_shape = _keepdims_shape(x.shape, self.axes)
-        extreme = self.output().data.reshape(kept_shape)
+        extreme = self.outputs[0]().data.reshape(kept_shape)
         is_extreme = x.data == extreme
         share = is_extreme / is_extreme.sum(axis=self.axes, keepdims=True)
-        gy = reshape(gy, kept_shape)
-        return broadcast_to(gy, x.shape) * Tensor(share.astype(gy.dtype))
+        return _broadcast_to(gy.reshape(kept_shape), x.shape) * _constant(share.astype(gy.dtype), gy)
 
 
 @register("sum")
@@ -471,7 +500,7 @@ class Reshape(Function):
         return x.reshape(self.shape)
 
     def backward(self, gy):
-        return reshape(gy, self.inputs[0].shape)
+        return gy.reshape(self.inputs[0].shape)
 
 
 class Transpose(Function):
@@ -482,7 +511,7 @@ class Transpose(Function):
         return x.transpose(self.axes)
 
     def backward(self, gy):
-        return transpose(gy, tuple(np.argsort(self.axes)))
+        return gy.transpose(tuple(int(a) for a in np.argsort(self.axes)))
 
 
 class BroadcastTo(Function):
@@ -493,7 +522,7 @@ class BroadcastTo(Function):
         return _xp(x).broadcast_to(x, self.shape)
 
     def backward(self, gy):
-        return sum_to(gy, self.inputs[0].shape)
+        return _sum_to(gy, self.inputs[0].shape)
 
 
 class SumTo(Function):
@@ -509,7 +538,7 @@ class SumTo(Function):
         return y.reshape(self.shape) if lead else y
 
     def backward(self, gy):
-        return broadcast_to(gy, self.inputs[0].shape)
+        return _broadcast_to(gy, self.inputs[0].shape)
 
 
 @register("reshape")
@@ -635,7 +664,9 @@ class Split(Function):
         return tuple(_xp(x).split(x, self.boundaries, axis=self.axis))
 
     def backward(self, *gys):
-        return concatenate(gys, axis=self.axis)
+        if isinstance(gys[0], Tensor):
+            return concatenate(gys, axis=self.axis)
+        return _xp(gys[0]).concatenate(gys, axis=self.axis)
 
 
 @register("concatenate")
@@ -709,7 +740,8 @@ class GetItem(Function):
         return x[self.key]
 
     def backward(self, gy):
-        return GetItemGrad(self.key, self.inputs[0].shape)(gy)
+        scatter = GetItemGrad(self.key, self.inputs[0].shape)
+        return scatter(gy) if isinstance(gy, Tensor) else scatter.forward(gy)
 
 
 class GetItemGrad(Function):
@@ -757,18 +789,23 @@ class MatMul(Function):
 
     def backward(self, gy):
         a, b = self.inputs
+        a_value, b_value = self.value(a), self.value(b)
         ga = gb = None
         if a.requires_grad:
-            ga = _reduce_grad_to(matmul(gy, swapaxes(b, -1, -2)), a)
+            ga = _reduce_grad_to(_matmul(gy, b_value.swapaxes(-1, -2)), a)
         if b.requires_grad:
             if a.ndim > 2 and b.ndim == 2:
                 # sum over the batch of a^T @ gy, as one GEMM: [k, (...n)] @ [(...n), m]
-                a2 = reshape(a, (-1, a.shape[-1]))
-                gb = matmul(swapaxes(a2, 0, 1), reshape(gy, (-1, gy.shape[-1])))
-                gb = astype(gb, b.dtype) if gb.dtype != b.dtype else gb
+                a2 = a_value.reshape(-1, a.shape[-1])
+                gb = _reduce_grad_to(a2.swapaxes(0, 1) @ gy.reshape(-1, gy.shape[-1]), b)
             else:
-                gb = _reduce_grad_to(matmul(swapaxes(a, -1, -2), gy), b)
+                gb = _reduce_grad_to(_matmul(a_value.swapaxes(-1, -2), gy), b)
         return ga, gb
+
+
+def _matmul(a, b):
+    """Dual helper: arrays go through the same one-GEMM fast path as MatMul.forward."""
+    return matmul(a, b) if isinstance(a, Tensor) else MatMul().forward(a, b)
 
 
 @register("matmul")
@@ -813,7 +850,7 @@ class AsType(Function):
         return x.astype(self.dtype)
 
     def backward(self, gy):
-        return astype(gy, self.inputs[0].dtype)
+        return gy.astype(self.inputs[0].dtype)
 
 
 class ToDevice(Function):
@@ -825,7 +862,10 @@ class ToDevice(Function):
         return self.device.asarray(host)
 
     def backward(self, gy):
-        return to_device(gy, self.inputs[0].device)
+        source = self.inputs[0].device
+        if isinstance(gy, Tensor):
+            return to_device(gy, source)
+        return source.asarray(_backend.device_of(gy).to_host(gy))
 
 
 @register("astype")

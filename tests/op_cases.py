@@ -289,6 +289,8 @@ def _torch_getitem(x, key):
     torch = _t()
     if isinstance(key, np.ndarray):
         key = torch.as_tensor(key)
+    if isinstance(key, slice) and key.step is not None and key.step < 0:  # torch has no negative steps
+        return x.flip(0)[:: -key.step]
     return x[key]
 
 

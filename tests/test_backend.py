@@ -1,0 +1,75 @@
+"""Backend selection, devices, seeding, dtypes and ml.save / ml.load."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import minilm as ml
+from minilm.backend import BackendError
+
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
+
+
+def _gpu_available() -> bool:
+    if not HAS_CUPY:
+        return False
+    try:
+        ml.get_device("cuda")
+        return True
+    except BackendError:
+        return False
+
+
+@pytest.mark.skipif(HAS_CUPY, reason="checks the message shown where CuPy is not installed")
+def test_asking_for_cupy_without_cupy_says_so():
+    with pytest.raises(BackendError, match="CuPy, which is not installed"):
+        ml.get_device("cupy")
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(BackendError, match="unknown device or backend 'tpu'"):
+        ml.set_backend("tpu")
+
+
+@pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and a CUDA GPU")
+def test_tensors_move_between_devices_and_mixing_them_names_both():
+    x = ml.tensor([1.0, 2.0], device="cpu", requires_grad=True)
+    g = x.to("cuda")
+    assert g.device.name == "cuda"
+    with pytest.raises(BackendError, match="cpu and cuda"):
+        x + ml.tensor([1.0, 2.0], device="cuda")
+    (g * g).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])
+    assert x.grad.device.name == "cpu"
+
+
+def test_manual_seed_makes_random_tensors_repeatable():
+    ml.manual_seed(123)
+    a = ml.randn(3, 4).numpy()
+    ml.manual_seed(123)
+    b = ml.randn(3, 4).numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_default_dtype_is_float32_and_float64_on_request():
+    assert ml.randn(2).dtype == np.float32
+    ml.set_default_dtype(ml.float64)
+    try:
+        assert ml.tensor([1.0]).dtype == np.float64
+        assert ml.zeros(2).dtype == np.float64
+    finally:
+        ml.set_default_dtype(ml.float32)
+    with pytest.raises(TypeError):
+        ml.set_default_dtype(ml.int64)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    tensors = {"w": ml.randn(3, 4), "ids": ml.tensor([1, 2, 3]), "scalar": ml.tensor(2.5, dtype=ml.float64)}
+    path = tmp_path / "weights.safetensors"
+    ml.save(tensors, path, metadata={"format": "minilm"})
+    loaded = ml.load(path)
+    assert set(loaded) == set(tensors)
+    for name, t in tensors.items():
+        assert loaded[name].dtype == t.dtype
+        np.testing.assert_array_equal(loaded[name].numpy(), t.numpy())
