@@ -7,7 +7,7 @@ from .base import Tokenizer, TokenizerFileError
 from .bpe import BPETokenizer
 from .char import CharTokenizer
 from .patterns import GPT2_PATTERN, GPT4_PATTERN, NAMED_PATTERNS
-#WP
+from .wordpiece import WordPieceTokenizer
 
 __all__ = [
     "Tokenizer",
