@@ -139,30 +139,51 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 # ---------------------------------------------------------------------------------------
 # Layer normalization
 # ---------------------------------------------------------------------------------------
-class Normalize(Function):
-    """(x - mean) / sqrt(var + eps) over the last axis: the core of layer norm."""
+class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis, as one node.
 
-    def __init__(self, eps: float):
-        self.eps = eps
+    Backward, with x_hat the normalized x, g = gy * weight and 1/std saved by forward:
+      dx = (1/std) * (g - mean(g) - x_hat * mean(g * x_hat)),  dweight = sum gy * x_hat,  dbias = sum gy
+    """
 
-    def forward(self, x):
+    def __init__(self, eps: float, has_weight: bool, has_bias: bool):
+        self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
+
+    def forward(self, x, *affine):
         xp = ops._xp(x)
-        centered = x - x.mean(axis=-1, keepdims=True)
-        variance = (centered * centered).mean(axis=-1, keepdims=True)
+        inv_n = 1.0 / x.shape[-1]
+        centered = x - x.sum(axis=-1, keepdims=True) * inv_n  # [..., C]
+        variance = (centered * centered).sum(axis=-1, keepdims=True) * inv_n  # [..., 1]
         self.inv_std = 1.0 / xp.sqrt(variance + self.eps)  # [..., 1]
         centered *= self.inv_std
-        return centered
+        self.x_hat = centered  # [..., C]
+        if not affine:
+            return centered
+        y = centered * affine[0] if self.has_weight else centered.copy()
+        if self.has_bias:
+            y += affine[-1]
+        return y
 
     def backward(self, gy):
-        x_hat = self.output()
-        if isinstance(x_hat, Tensor):  # recording: 1/std as a function of x, for 2nd derivatives
-            inv_std = 1.0 / ops.sqrt(ops.var(self.inputs[0], axis=-1, keepdims=True) + self.eps)
+        x = self.inputs[0]
+        inv_n = 1.0 / x.shape[-1]
+        if isinstance(gy, Tensor):  # recording: x_hat and 1/std as functions of x
+            x_value = self.value(x)
+            centered = x_value - x_value.sum(axis=-1, keepdims=True) * inv_n
+            inv_std = 1.0 / ops.sqrt((centered * centered).sum(axis=-1, keepdims=True) * inv_n + self.eps)
+            x_hat = centered * inv_std
         else:
-            inv_std = self.inv_std
-        # dx = inv_std * (gy - mean(gy) - x_hat * mean(gy * x_hat))
-        mean_g = gy.mean(axis=-1, keepdims=True)
-        mean_g_x_hat = (gy * x_hat).mean(axis=-1, keepdims=True)
-        return inv_std * (gy - mean_g - x_hat * mean_g_x_hat)
+            x_hat, inv_std = self.x_hat, self.inv_std
+        grads = []
+        g = gy * self.value(self.inputs[1]) if self.has_weight else gy  # d loss / d x_hat
+        mean_g = g.sum(axis=-1, keepdims=True) * inv_n
+        mean_g_x_hat = (g * x_hat).sum(axis=-1, keepdims=True) * inv_n
+        grads.append(inv_std * (g - mean_g - x_hat * mean_g_x_hat) if x.requires_grad else None)
+        if self.has_weight:
+            grads.append(ops._reduce_grad_to(gy * x_hat, self.inputs[1]) if self.inputs[1].requires_grad else None)
+        if self.has_bias:
+            grads.append(ops._reduce_grad_to(gy, self.inputs[-1]) if self.inputs[-1].requires_grad else None)
+        return tuple(grads)
 
 
 @register("layer_norm")
@@ -171,12 +192,8 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != x.shape[-1:]:
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {x.shape[-1:]} (the last dim of {x.shape})")
-    y = Normalize(eps)(x)  # [..., C]
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y
+    affine = [p for p in (weight, bias) if p is not None]
+    return LayerNorm(eps, weight is not None, bias is not None)(x, *affine)  # [..., C] -> [..., C]
 
 
 # ---------------------------------------------------------------------------------------
@@ -336,6 +353,58 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 # ---------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------
+class Attention(Function):
+    """softmax(q k^T * scale + mask) v as one node (dropout on the weights optional).
+
+    One node instead of seven (matmul, transpose, scale, mask, softmax, dropout, matmul):
+    fewer temporaries in training and far less per-token overhead in generation. The
+    weights are saved for backward:
+      gv = P'^T gy,  gP' = gy v^T,  gS = P * (gP - sum(gP * P)) * scale,  gq = gS k,  gk = gS^T q
+    where P' = P * dropout keep-mask.
+    """
+
+    def __init__(self, mask, scale: float, keep, return_weights: bool):
+        self.mask, self.scale, self.keep, self.return_weights = mask, scale, keep, return_weights
+
+    def forward(self, q, k, v):
+        xp = ops._xp(q)
+        scores = ops.MatMul().forward(q, k.swapaxes(-1, -2))  # [..., L, E] @ [..., E, S] -> [..., L, S]
+        scores *= self.scale
+        if self.mask is not None:
+            if self.mask.dtype == bool:
+                scores = xp.where(self.mask, scores, -np.inf)
+            else:
+                scores += self.mask
+        probabilities = Softmax(-1).forward(scores)  # [..., L, S]
+        self.probabilities = probabilities
+        weights = probabilities if self.keep is None else probabilities * self.keep
+        out = ops.MatMul().forward(weights, v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
+        return (out, weights) if self.return_weights else out
+
+    def backward(self, gy, g_weights=None):
+        q, k, v = self.inputs
+        q_, k_, v_ = self.value(q), self.value(k), self.value(v)
+        if isinstance(gy, Tensor):  # recording: the weights as a function of q and k
+            scores = ops.matmul(q_, ops.swapaxes(k_, -1, -2)) * self.scale
+            if self.mask is not None:
+                scores = ops.where(self.mask, scores, -np.inf) if self.mask.dtype == bool else scores + Tensor(self.mask)
+            probabilities = softmax(scores, axis=-1)
+            keep = None if self.keep is None else Tensor(self.keep)
+        else:
+            probabilities, keep = self.probabilities, self.keep
+        weights = probabilities if keep is None else probabilities * keep
+        g_dropped = ops._matmul(gy, v_.swapaxes(-1, -2))  # [..., L, Ev] @ [..., Ev, S] -> [..., L, S]
+        if g_weights is not None:
+            g_dropped = g_dropped + g_weights
+        g_probabilities = g_dropped if keep is None else g_dropped * keep
+        g_scores = probabilities * (g_probabilities - (g_probabilities * probabilities).sum(axis=-1, keepdims=True))
+        g_scores = g_scores * self.scale
+        gq = ops._reduce_grad_to(ops._matmul(g_scores, k_), q)  # [..., L, S] @ [..., S, E]
+        gk = ops._reduce_grad_to(ops._matmul(g_scores.swapaxes(-1, -2), q_), k)  # [..., S, L] @ [..., L, E]
+        gv = ops._reduce_grad_to(ops._matmul(weights.swapaxes(-1, -2), gy), v)  # [..., S, L] @ [..., L, Ev]
+        return gq, gk, gv
+
+
 @register("scaled_dot_product_attention")
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, is_causal: bool = False,
                                  dropout_p: float = 0.0, scale: float | None = None, training: bool = True,
@@ -346,6 +415,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     attn_mask: boolean (True = may attend) or float (added to the scores), broadcastable
     to [..., L, S]. is_causal: query i attends to keys 0..i (top-left aligned, as PyTorch).
     A query row that may attend to nothing gives NaN, as in PyTorch.
+    return_weights: also return the attention weights [..., L, S] (after dropout).
     """
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"attention: q {q.shape} and k {k.shape} differ in the last (feature) dim")
@@ -355,19 +425,24 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         raise ValueError("attention: pass either attn_mask or is_causal=True, not both")
     xp = q.device.xp
     length, source = q.shape[-2], k.shape[-2]
+    scores_shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (length, source)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale  # [..., L, E] @ [..., E, S] -> [..., L, S]
+    mask = None
     if is_causal:
-        attn_mask = xp.tril(xp.ones((length, source), dtype=bool))
-    if attn_mask is not None:
+        mask = xp.tril(xp.ones((length, source), dtype=bool))
+    elif attn_mask is not None:
         mask = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
-        if mask.dtype == bool:
-            scores = ops.masked_fill(scores, ~mask, -np.inf)
-        else:
-            scores = scores + Tensor(mask.astype(scores.dtype))
-    weights = softmax(scores, axis=-1)  # [..., L, S]
+        try:
+            np.broadcast_shapes(mask.shape, scores_shape)
+        except ValueError:
+            raise ValueError(f"attention: attn_mask of shape {mask.shape} does not broadcast to the scores "
+                             f"{scores_shape}") from None
+        if mask.dtype != bool:
+            mask = mask.astype(q.dtype)
+    keep = None
     if dropout_p > 0.0 and training:
-        weights = dropout(weights, dropout_p)
-    out = ops.matmul(weights, v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
-    return (out, weights) if return_weights else out
-
+        if not 0.0 <= dropout_p < 1.0:
+            raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
+        keep = (q.device.rng.random(scores_shape, dtype=np.float32) >= dropout_p).astype(q.dtype)
+        keep *= 1.0 / (1.0 - dropout_p)
+    return Attention(mask, scale, keep, return_weights)(q, k, v)

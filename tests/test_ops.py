@@ -137,3 +137,24 @@ def test_dropout_keeps_the_expectation_and_is_identity_in_eval():
     assert abs(kept - 0.75) < 0.01
     np.testing.assert_allclose(y.numpy()[y.numpy() != 0], 1 / 0.75, rtol=1e-6)
     assert F.dropout(x, 0.25, training=False) is x
+
+
+def test_attention_with_dropout_and_returned_weights():
+    rng = np.random.default_rng(0)
+    q, k, v = (leaf(rng.standard_normal((2, 2, 3, 4))) for _ in range(3))
+
+    def attend(q, k, v):
+        ml.manual_seed(5)  # the same dropout mask on every call
+        out, weights = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.25, return_weights=True)
+        return out.sum(axis=-1) + weights.sum(axis=-1) * 0.5
+
+    gradcheck(attend, [q, k, v])
+    gradgradcheck(attend, [q, k, v])
+
+
+def test_layer_norm_without_bias_or_affine_parameters():
+    rng = np.random.default_rng(0)
+    x, w = leaf(rng.standard_normal((3, 5))), leaf(rng.standard_normal(5))
+    gradcheck(lambda x: F.layer_norm(x), [x])
+    gradcheck(lambda x, w: F.layer_norm(x, w), [x, w])
+    gradgradcheck(lambda x, w: F.layer_norm(x, w), [x, w])

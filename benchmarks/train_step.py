@@ -1,0 +1,158 @@
+"""One GPT training step (forward, backward, AdamW), minilm vs PyTorch on the CPU.
+
+Same architecture and sizes in both (GPT-2 blocks; default 4 layers, 256 wide, 4 heads,
+T=128, B=16, vocab 2048), float32, timed alternately in one process; prints the ratio
+minilm / torch (below 1.0: minilm is faster) and, with --profile, where minilm's time goes.
+
+    python benchmarks/train_step.py [--steps 5] [--rounds 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import time
+
+import numpy as np
+
+import minilm as ml
+from minilm import optim
+from minilm.models import GPT, GPTConfig
+
+
+def minilm_step(config: GPTConfig, batch: int, seed: int = 0):
+    ml.manual_seed(seed)
+    model = GPT(config)
+    opt = optim.AdamW(optim.param_groups_no_decay(model, 0.1), lr=3e-4)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, config.vocab_size, (batch, config.block_size + 1))
+    x, y = ids[:, :-1], ids[:, 1:]
+
+    def step():
+        _, loss = model(x, targets=y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    return step
+
+
+def torch_step(torch, config: GPTConfig, batch: int, seed: int = 0):
+    """The same GPT-2 architecture in plain PyTorch (no transformers overhead)."""
+    nn, functional = torch.nn, torch.nn.functional
+    torch.manual_seed(seed)
+    c = config
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(c.n_embd), nn.LayerNorm(c.n_embd)
+            self.qkv, self.proj = nn.Linear(c.n_embd, 3 * c.n_embd), nn.Linear(c.n_embd, c.n_embd)
+            self.fc, self.fc_proj = nn.Linear(c.n_embd, 4 * c.n_embd), nn.Linear(4 * c.n_embd, c.n_embd)
+
+        def forward(self, x):
+            b, t, ch = x.shape
+            q, k, v = self.qkv(self.ln_1(x)).split(ch, dim=-1)
+            q, k, v = (z.view(b, t, c.n_head, ch // c.n_head).transpose(1, 2) for z in (q, k, v))
+            a = functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(a.transpose(1, 2).reshape(b, t, ch))
+            return x + self.fc_proj(functional.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
+            self.blocks = nn.ModuleList(Block() for _ in range(c.n_layer))
+            self.ln_f = nn.LayerNorm(c.n_embd)
+
+        def forward(self, ids):
+            x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1]))
+            for block in self.blocks:
+                x = block(x)
+            return self.ln_f(x) @ self.wte.weight.T
+
+    model = Model()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wte" not in n and "wpe" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "wte" not in n and "wpe" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=3e-4, foreach=True)
+    rng = np.random.default_rng(seed)
+    ids = torch.tensor(rng.integers(0, c.vocab_size, (batch, c.block_size + 1)))
+    x, y = ids[:, :-1], ids[:, 1:]
+
+    def step():
+        logits = model(x)
+        loss = functional.cross_entropy(logits.reshape(-1, c.vocab_size), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def time_steps(step, steps: int) -> float:
+    samples = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def model_flops(config: GPTConfig, batch: int) -> float:
+    """6 N tokens for the weights' matmuls plus the attention score/value matmuls (x3 for backward)."""
+    c = config
+    n = 12 * c.n_layer * c.n_embd**2 + c.vocab_size * c.n_embd
+    tokens = batch * c.block_size
+    attention = 2 * 2 * c.n_layer * batch * c.block_size**2 * c.n_embd
+    return 6 * n * tokens + 3 * attention
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--vocab", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round (median taken)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
+    parser.add_argument("--profile", action="store_true", help="print minilm's cProfile top entries")
+    args = parser.parse_args()
+    import torch
+
+    config = GPTConfig(vocab_size=args.vocab, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
+                       block_size=args.block)
+    ours, theirs = minilm_step(config, args.batch), torch_step(torch, config, args.batch)
+    ours(), theirs()  # warm up (allocations, first-call paths)
+    t_ours, t_theirs = [], []
+    for _ in range(args.rounds):
+        t_ours.append(time_steps(ours, args.steps))
+        t_theirs.append(time_steps(theirs, args.steps))
+    best_ours, best_theirs = min(t_ours), min(t_theirs)
+    flops = model_flops(config, args.batch)
+    print(f"GPT training step: {args.layers} layers, {args.width} wide, {args.heads} heads, T={args.block}, "
+          f"B={args.batch}, vocab {args.vocab} ({flops / 1e9:.1f} GFLOP a step)")
+    print(f"torch {torch.__version__} threads={torch.get_num_threads()}  numpy {np.__version__}")
+    print(f"  minilm {best_ours * 1e3:8.1f} ms  ({flops / best_ours / 1e9:6.1f} GFLOP/s)")
+    print(f"  torch  {best_theirs * 1e3:8.1f} ms  ({flops / best_theirs / 1e9:6.1f} GFLOP/s)")
+    print(f"  ratio minilm/torch = {best_ours / best_theirs:.2f}x")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.steps):
+            ours()
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Language models: GPT (causal LM), BERT (masked LM, classification), the LSTM LM."""
+
+from .bert import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertModel,
+    l2_normalize,
+    mean_pooling,
+    sentence_embeddings,
+)
+from .gpt import GPT, GPTConfig
+from .hf import CheckpointError
+from .lstm import LSTMConfig, LSTMLanguageModel
+
+__all__ = [
+    "GPT", "GPTConfig", "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
+    "LSTMConfig", "LSTMLanguageModel", "CheckpointError", "mean_pooling", "l2_normalize", "sentence_embeddings",
+]

