@@ -259,7 +259,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     xp = logits.device.xp
-    target_array = targets.data if isinstance(targets, Tensor) else xp.asarray(targets)
+    target_array = xp.asarray(targets.data if isinstance(targets, Tensor) else targets)  # onto the logits' device
     if target_array.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {target_array.dtype}")
     if logits.ndim == 0:
@@ -300,7 +300,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return x * 0.0
     device = x.device
     keep = device.rng.random(x.shape, dtype=np.float32) >= p
-    return x * Tensor(keep.astype(x.dtype) * np.asarray(1.0 / (1.0 - p), dtype=x.dtype))
+    return x * Tensor(keep.astype(x.dtype) * (1.0 / (1.0 - p)))  # a Python float keeps x's dtype
 
 
 @register("embedding")

@@ -103,7 +103,7 @@ def gradgradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-4, atol: float
     have correct gradients (checked by `gradcheck` on a random projection of it)."""
     checked = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
     rng = np.random.default_rng(seed + 2)
-    projections = [Tensor(rng.standard_normal(x.shape)) for x in checked]
+    projections = [Tensor(x.device.xp.asarray(rng.standard_normal(x.shape))) for x in checked]
 
     def projected_gradient(*xs):
         live = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]

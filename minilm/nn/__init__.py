@@ -1,0 +1,19 @@
+"""Layers and models as `Module`s: parameters, submodules, state dicts.
+
+    from minilm import nn
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
+    model.num_parameters(), model.state_dict().keys()
+"""
+
+from . import init, utils
+from .attention import KVCache, MultiHeadAttention
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, Sigmoid, Tanh
+from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
+from .recurrent import LSTM, RNN
+from .transformer import MLP, TransformerBlock
+
+__all__ = [
+    "GELU", "LSTM", "MLP", "RNN", "Dropout", "Embedding", "IncompatibleKeys", "KVCache", "LayerNorm", "Linear",
+    "Module", "ModuleDict", "ModuleList", "MultiHeadAttention", "Parameter", "ReLU", "Sequential", "Sigmoid",
+    "Tanh", "TransformerBlock", "init", "utils",
+]

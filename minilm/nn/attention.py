@@ -1,0 +1,178 @@
+"""Multi-head attention (self- and cross-), with masks and an optional key/value cache.
+
+Layout is batch first: [B, T, C], C = num_heads * head_dim. The query/key/value projection
+is one fused Linear of [3C, C] (PyTorch's `in_proj_weight`); for self-attention it is one
+GEMM producing [B, T, 3C].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .. import ops
+from ..autograd import Tensor
+from .layers import Linear
+from .module import Module
+
+
+class KVCache:
+    """The keys and values of the positions an attention layer has already seen.
+
+    Pass one per layer as `cache=` while decoding token by token: each call appends the new
+    positions' keys/values ([B, H, T_new, D]) and attends over all of them, so earlier
+    positions are projected once instead of at every step.
+    """
+
+    def __init__(self):
+        self.key: Tensor | None = None  # [B, H, S, D]
+        self.value: Tensor | None = None  # [B, H, S, D]
+
+    def __len__(self) -> int:
+        return 0 if self.key is None else self.key.shape[-2]
+
+    def update(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the new positions and return the keys/values of all positions so far."""
+        if self.key is not None:
+            key = ops.concatenate([self.key, key], axis=2)  # [B, H, S, D] + [B, H, T, D] -> [B, H, S+T, D]
+            value = ops.concatenate([self.value, value], axis=2)
+        self.key, self.value = key, value
+        return key, value
+
+
+class MultiHeadAttention(Module):
+    """Multi-head scaled dot-product attention, PyTorch's `nn.MultiheadAttention` semantics.
+
+    Parameters: `in_proj` (Linear C -> 3C, rows = [W_q; W_k; W_v], i.e. PyTorch's
+    `in_proj_weight`/`in_proj_bias`) and `out_proj` (Linear C -> C).
+
+    forward(query, key=None, value=None, ...) -> (output [B, L, C], weights or None)
+      key=None means self-attention (key = value = query); for cross-attention pass the
+      memory as key (and value, which defaults to key).
+      key_padding_mask [B, S]: True (or -inf) marks keys to ignore (padding), as PyTorch.
+      attn_mask [L, S] or [B*H, L, S]: boolean True = NOT allowed (PyTorch's MHA
+        convention, the opposite of F.scaled_dot_product_attention), or float, added to
+        the scores.
+      is_causal: query i attends to keys up to its own position. With a cache holding P
+        earlier positions, query i sits at position P + i (the mask is bottom-right aligned).
+      need_weights: also return the attention probabilities (after dropout, as PyTorch),
+        averaged over heads [B, L, S] if average_attn_weights else per head [B, H, L, S].
+      cache: a KVCache; the new keys/values are appended to it and attention runs over all.
+    A query that may attend to nothing gives NaN, as in PyTorch.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 batch_first: bool = True):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.dropout, self.batch_first = dropout, batch_first
+        self.in_proj = Linear(embed_dim, 3 * embed_dim, bias=bias)
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias)
+
+    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None, *,
+                key_padding_mask=None, attn_mask=None, is_causal: bool = False, need_weights: bool = False,
+                average_attn_weights: bool = True, cache: KVCache | None = None):
+        if not self.batch_first:  # [T, B, C] -> [B, T, C]
+            query, key, value = (ops.swapaxes(t, 0, 1) if t is not None else None for t in (query, key, value))
+        if query.ndim != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(f"MultiHeadAttention: expected query [B, L, {self.embed_dim}], got shape {query.shape}")
+        batch, length, channels = query.shape
+
+        q, k, v = self._project(query, key, value)  # each [B, T, C]
+        q, k, v = (self._split_heads(t) for t in (q, k, v))  # [B, T, C] -> [B, H, T, D]
+        if cache is not None:
+            k, v = cache.update(k, v)  # [B, H, S, D], S = cached + new positions
+        source = k.shape[2]
+
+        mask = self._combined_mask(batch, length, source, key_padding_mask, attn_mask, is_causal, q)
+        out, weights = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout, training=self.training, return_weights=True
+        )  # [B, H, L, D], [B, H, L, S]
+        out = ops.reshape(ops.swapaxes(out, 1, 2), (batch, length, channels))  # [B, H, L, D] -> [B, L, C]
+        out = self.out_proj(out)
+        if not self.batch_first:
+            out = ops.swapaxes(out, 0, 1)
+        if not need_weights:
+            return out, None
+        return out, (ops.mean(weights, axis=1) if average_attn_weights else weights)
+
+    def _project(self, query, key, value):
+        """q, k, v = the three slices of in_proj applied to query, key, value."""
+        if key is None and value is None:
+            qkv = self.in_proj(query)  # [B, L, C] -> [B, L, 3C]: one GEMM for q, k and v
+            return ops.split(qkv, 3, axis=-1)
+        if key is None:
+            raise ValueError("MultiHeadAttention: value given without key")
+        value = key if value is None else value
+        c = self.embed_dim
+        for name, t in (("key", key), ("value", value)):
+            if t.ndim != 3 or t.shape[0] != query.shape[0] or t.shape[-1] != c:
+                raise ValueError(f"MultiHeadAttention: expected {name} [{query.shape[0]}, S, {c}], got shape {t.shape}")
+        weight, bias = self.in_proj.weight, self.in_proj.bias
+
+        def rows(start, stop):
+            return weight[start:stop], (bias[start:stop] if bias is not None else None)
+
+        q = F.linear(query, *rows(0, c))  # [B, L, C]
+        if key is value:
+            kv = F.linear(key, *rows(c, 3 * c))  # [B, S, C] -> [B, S, 2C]: k and v in one GEMM
+            k, v = ops.split(kv, 2, axis=-1)
+        else:
+            k, v = F.linear(key, *rows(c, 2 * c)), F.linear(value, *rows(2 * c, 3 * c))
+        return q, k, v
+
+    def _split_heads(self, t: Tensor) -> Tensor:
+        batch, length, _ = t.shape
+        t = ops.reshape(t, (batch, length, self.num_heads, self.head_dim))  # [B, T, C] -> [B, T, H, D]
+        return ops.swapaxes(t, 1, 2)  # -> [B, H, T, D]
+
+    def _combined_mask(self, batch, length, source, key_padding_mask, attn_mask, is_causal, like: Tensor):
+        """One mask for F.scaled_dot_product_attention: boolean 'may attend' [.., L, S] if all
+        inputs are boolean, else an additive float mask (-inf where not allowed)."""
+        xp = like.device.xp
+        allowed, additive = None, None
+
+        def restrict(keep):
+            nonlocal allowed
+            allowed = keep if allowed is None else allowed & keep
+
+        def add(scores):
+            nonlocal additive
+            additive = scores if additive is None else additive + scores
+
+        if is_causal:
+            # Bottom-right aligned: with source - length cached positions before the queries.
+            restrict(xp.tril(xp.ones((length, source), dtype=bool), k=source - length))
+        if attn_mask is not None:
+            m = _array(attn_mask, xp)
+            if m.shape not in ((length, source), (batch * self.num_heads, length, source)):
+                raise ValueError(f"MultiHeadAttention: attn_mask has shape {m.shape}, expected ({length}, {source}) "
+                                 f"or ({batch * self.num_heads}, {length}, {source})")
+            if m.ndim == 3:
+                m = m.reshape(batch, self.num_heads, length, source)
+            if m.dtype == bool:
+                restrict(~m)
+            else:
+                add(m.astype(like.dtype))
+        if key_padding_mask is not None:
+            m = _array(key_padding_mask, xp)
+            if m.shape != (batch, source):
+                raise ValueError(
+                    f"MultiHeadAttention: key_padding_mask has shape {m.shape}, expected ({batch}, {source})")
+            m = m[:, None, None, :]  # [B, S] -> [B, 1, 1, S], broadcast over heads and queries
+            if m.dtype == bool:
+                restrict(~m)
+            else:
+                add(m.astype(like.dtype))
+        if additive is None:
+            return allowed
+        if allowed is not None:
+            additive = xp.where(allowed, additive, -np.inf).astype(like.dtype)
+        return additive
+
+
+def _array(mask, xp):
+    return mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
+

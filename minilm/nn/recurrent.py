@@ -1,0 +1,204 @@
+"""Recurrent layers: a tanh RNN and an LSTM, multi-layer, with PyTorch's parameter names.
+
+Per layer l (parameters weight_ih_l{l} [G*H, I], weight_hh_l{l} [G*H, H], bias_ih_l{l},
+bias_hh_l{l}; G = 1 for the RNN, 4 for the LSTM with gates in PyTorch's order i, f, g, o):
+
+    RNN:   h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+    LSTM:  i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+           c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
+
+Speed: the input projection W_ih x_t + b does not depend on h, so it is computed for all
+time steps at once, one GEMM of [T*B, I] x [I, G*H], before the time loop. The loop then
+does one small GEMM per step, and the LSTM's elementwise gate arithmetic is one fused
+Function (`LSTMCell`) instead of a dozen graph nodes.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend as _backend
+from .. import functional as F
+from .. import ops
+from ..autograd import Function, Tensor
+from . import init
+from .layers import _empty
+from .module import Module
+
+
+class Unbind(Function):
+    """Split [T, ...] into T tensors [...], as one graph node (its backward stacks the
+    gradients once, where T separate index ops would each scatter into a full-size zero array)."""
+
+    def forward(self, x):
+        return tuple(x[t] for t in range(x.shape[0]))
+
+    def backward(self, *grads):
+        if isinstance(grads[0], Tensor):  # recorded backward (create_graph=True)
+            return ops.stack(grads, axis=0)
+        return _backend.array_module(grads[0]).stack(grads, axis=0)
+
+
+class LSTMCell(Function):
+    """(gates [B, 4H] before activation, c_prev [B, H]) -> (h [B, H], c [B, H])."""
+
+    def forward(self, gates, c_prev):
+        xp = _backend.array_module(gates)
+        hidden = c_prev.shape[-1]
+        # sigmoid(x) = 0.5 (1 + tanh(x / 2)): no overflow, the same formula as ops.sigmoid.
+        acts = xp.tanh(gates * 0.5)
+        acts += 1
+        acts *= 0.5
+        acts[:, 2 * hidden : 3 * hidden] = xp.tanh(gates[:, 2 * hidden : 3 * hidden])
+        i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))
+        c = f * c_prev
+        c += i * g
+        tanh_c = xp.tanh(c)
+        self.saved = (i, f, g, o, tanh_c)
+        return o * tanh_c, c
+
+    def backward(self, grad_h, grad_c):
+        gates, c_prev = self.inputs
+        if isinstance(grad_h, Tensor):  # recorded backward: rebuild the pieces as Tensor ops
+            hidden = c_prev.shape[-1]
+            i, f, o = (ops.sigmoid(gates[:, k * hidden : (k + 1) * hidden]) for k in (0, 1, 3))
+            g = ops.tanh(gates[:, 2 * hidden : 3 * hidden])
+            tanh_c = ops.tanh(f * c_prev + i * g)
+            concatenate = ops.concatenate
+        else:
+            i, f, g, o, tanh_c = self.saved
+            concatenate = _backend.array_module(grad_h).concatenate
+        # The same arithmetic serves arrays and Tensors.
+        grad_c_total = grad_c + grad_h * o * (1 - tanh_c * tanh_c)  # through h = o tanh(c), and directly
+        grad_gates = concatenate([
+            grad_c_total * g * i * (1 - i),  # pre-activation of i
+            grad_c_total * self.value(c_prev) * f * (1 - f),  # f
+            grad_c_total * i * (1 - g * g),  # g
+            grad_h * tanh_c * o * (1 - o),  # o
+        ], axis=-1)
+        grad_c_prev = grad_c_total * f if c_prev.requires_grad else None
+        return grad_gates, grad_c_prev
+
+
+class _Recurrent(Module):
+    """Shared structure of RNN and LSTM: parameters, input checks, the layer loop."""
+
+    gates = 1  # blocks of H rows in the weights
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"{type(self).__name__}: num_layers must be at least 1, got {num_layers}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
+        rows = self.gates * hidden_size
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size
+            setattr(self, f"weight_ih_l{layer}", _empty(rows, layer_input))
+            setattr(self, f"weight_hh_l{layer}", _empty(rows, hidden_size))
+            if bias:
+                setattr(self, f"bias_ih_l{layer}", _empty(rows))
+                setattr(self, f"bias_hh_l{layer}", _empty(rows))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)), as PyTorch."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            init.uniform_(p, -bound, bound)
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        """x as [T, B, I] (time first, the loop's layout)."""
+        if x.ndim != 3 or x.shape[-1] != self.input_size:
+            layout = "[B, T, I]" if self.batch_first else "[T, B, I]"
+            raise ValueError(
+                f"{type(self).__name__}: expected input {layout} with I={self.input_size}, got shape {x.shape}")
+        return ops.swapaxes(x, 0, 1) if self.batch_first else x
+
+    def _initial_state(self, state, batch: int, x: Tensor, name: str) -> Tensor:
+        expected = (self.num_layers, batch, self.hidden_size)
+        if state is None:
+            return Tensor(x.device.xp.zeros(expected, dtype=x.dtype))
+        if state.shape != expected:
+            raise ValueError(
+                f"{type(self).__name__}: {name} must have shape {expected} [layers, B, H], got {state.shape}")
+        return state
+
+    def _input_steps(self, x: Tensor, layer: int) -> tuple:
+        """W_ih x_t + b_ih + b_hh for every step t, from one GEMM: [T, B, I] -> T x [B, G*H]."""
+        bias = None
+        if self.bias:
+            bias = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
+        projected = F.linear(x, getattr(self, f"weight_ih_l{layer}"), bias)  # [T, B, I] -> [T, B, G*H]
+        return Unbind()(projected)
+
+    def _between_layers(self, x: Tensor, layer: int) -> Tensor:
+        """Dropout on a layer's output when it feeds another layer (never on the last)."""
+        if layer < self.num_layers - 1:
+            return F.dropout(x, self.dropout, self.training)
+        return x
+
+    def _output(self, out: Tensor) -> Tensor:
+        return ops.swapaxes(out, 0, 1) if self.batch_first else out  # [T, B, H] -> [B, T, H]
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+                f"batch_first={self.batch_first}, dropout={self.dropout}")
+
+
+class RNN(_Recurrent):
+    """Elman RNN, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
+
+    forward(x, h0=None) -> (output, h_n)
+      x [T, B, I] ([B, T, I] if batch_first); h0 [num_layers, B, H] (zeros if None)
+      output: the last layer's h_t for every t, [T, B, H] ([B, T, H] if batch_first)
+      h_n: every layer's final hidden state, [num_layers, B, H]
+    """
+
+    gates = 1
+
+    def forward(self, x: Tensor, h0: Tensor | None = None):
+        x = self._check_input(x)
+        h0 = self._initial_state(h0, x.shape[1], x, "h0")
+        final = []
+        for layer in range(self.num_layers):
+            w_hh_t = ops.swapaxes(getattr(self, f"weight_hh_l{layer}"), 0, 1)  # [H, H], transposed once
+            h = h0[layer]  # [B, H]
+            steps = []
+            for projected in self._input_steps(x, layer):
+                h = ops.tanh(projected + h @ w_hh_t)  # [B, H]
+                steps.append(h)
+            final.append(h)
+            x = self._between_layers(ops.stack(steps, axis=0), layer)  # T x [B, H] -> [T, B, H]
+        return self._output(x), ops.stack(final, axis=0)
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory, gates i, f, g, o in PyTorch's order.
+
+    forward(x, hx=None) -> (output, (h_n, c_n))
+      x [T, B, I] ([B, T, I] if batch_first); hx = (h0, c0), each [num_layers, B, H]
+      output [T, B, H] ([B, T, H] if batch_first); h_n, c_n [num_layers, B, H]
+    """
+
+    gates = 4
+
+    def forward(self, x: Tensor, hx: tuple | None = None):
+        x = self._check_input(x)
+        batch = x.shape[1]
+        h0, c0 = hx if hx is not None else (None, None)
+        h0 = self._initial_state(h0, batch, x, "h0")
+        c0 = self._initial_state(c0, batch, x, "c0")
+        final_h, final_c = [], []
+        for layer in range(self.num_layers):
+            w_hh_t = ops.swapaxes(getattr(self, f"weight_hh_l{layer}"), 0, 1)  # [H, 4H], transposed once
+            h, c = h0[layer], c0[layer]  # [B, H]
+            steps = []
+            for projected in self._input_steps(x, layer):
+                h, c = LSTMCell()(projected + h @ w_hh_t, c)  # [B, 4H], [B, H] -> [B, H], [B, H]
+                steps.append(h)
+            final_h.append(h)
+            final_c.append(c)
+            x = self._between_layers(ops.stack(steps, axis=0), layer)  # T x [B, H] -> [T, B, H]
+        return self._output(x), (ops.stack(final_h, axis=0), ops.stack(final_c, axis=0))

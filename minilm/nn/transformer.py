@@ -1,0 +1,66 @@
+"""The Transformer block: attention and an MLP, each wrapped in a residual connection.
+
+Two placements of the layer norms:
+  pre-LN (GPT-2, norm_first=True):   x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+  post-LN (BERT, norm_first=False):  x = ln_1(x + attn(x));  x = ln_2(x + mlp(x))
+Dropout is applied to each sublayer's output before the residual add (and inside attention
+to the probabilities), as GPT-2 and BERT do; the MLP has no inner dropout.
+"""
+
+from __future__ import annotations
+
+from ..autograd import Tensor
+from .attention import KVCache, MultiHeadAttention
+from .layers import GELU, Dropout, LayerNorm, Linear, ReLU
+from .module import Module
+
+_ACTIVATIONS = {"gelu": lambda: GELU("none"), "gelu_tanh": lambda: GELU("tanh"), "relu": ReLU}
+
+
+class MLP(Module):
+    """Position-wise feed-forward network: Linear(C, d_ff) -> activation -> Linear(d_ff, C)."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", bias: bool = True):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}")
+        self.fc = Linear(d_model, d_ff, bias=bias)
+        self.act = _ACTIVATIONS[activation]()
+        self.proj = Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.act(self.fc(x)))  # [B, T, C] -> [B, T, d_ff] -> [B, T, C]
+
+
+class TransformerBlock(Module):
+    """One Transformer layer on [B, T, C] (see the module docstring for the two forms).
+
+    causal=True makes every call causal (a GPT decoder block). Parameter names:
+    ln_1, attn.in_proj, attn.out_proj, ln_2, mlp.fc, mlp.proj.
+    """
+
+    def __init__(self, d_model: int, n_head: int, d_ff: int | None = None, dropout: float = 0.0,
+                 norm_first: bool = True, activation: str = "gelu", causal: bool = False,
+                 layer_norm_eps: float = 1e-5, bias: bool = True):
+        super().__init__()
+        self.norm_first, self.causal = norm_first, causal
+        self.ln_1 = LayerNorm(d_model, eps=layer_norm_eps)
+        self.attn = MultiHeadAttention(d_model, n_head, dropout=dropout, bias=bias)
+        self.ln_2 = LayerNorm(d_model, eps=layer_norm_eps)
+        self.mlp = MLP(d_model, 4 * d_model if d_ff is None else d_ff, activation, bias=bias)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x: Tensor, key_padding_mask=None, attn_mask=None, cache: KVCache | None = None) -> Tensor:
+        def attend(h):
+            out, _ = self.attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                               is_causal=self.causal, cache=cache)
+            return self.dropout(out)
+
+        if self.norm_first:
+            x = x + attend(self.ln_1(x))  # [B, T, C]
+            return x + self.dropout(self.mlp(self.ln_2(x)))
+        x = self.ln_1(x + attend(x))
+        return self.ln_2(x + self.dropout(self.mlp(x)))
+
+    def extra_repr(self) -> str:
+        return f"norm_first={self.norm_first}, causal={self.causal}"
