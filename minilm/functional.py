@@ -353,6 +353,58 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 # ---------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------
+class SplitHeads(Function):
+    """[B, T, parts * H * D] -> `parts` tensors [B, H, T, D] (e.g. q, k, v from one projection)."""
+
+    def __init__(self, num_heads: int, parts: int):
+        self.num_heads, self.parts = num_heads, parts
+
+    def forward(self, x):
+        batch, length, width = x.shape
+        head_dim = width // (self.parts * self.num_heads)
+        split = x.reshape(batch, length, self.parts, self.num_heads, head_dim)  # [B, T, P, H, D]
+        split = split.transpose(2, 0, 3, 1, 4)  # -> [P, B, H, T, D]
+        return tuple(split[i] for i in range(self.parts))
+
+    def backward(self, *grads):
+        batch, length, width = self.inputs[0].shape
+        if isinstance(grads[0], Tensor):
+            stacked = ops.stack(grads, axis=0)  # [P, B, H, T, D]
+            return ops.reshape(ops.transpose(stacked, (1, 3, 0, 2, 4)), (batch, length, width))
+        stacked = ops._xp(grads[0]).stack(grads, axis=0)
+        return stacked.transpose(1, 3, 0, 2, 4).reshape(batch, length, width)
+
+
+class MergeHeads(Function):
+    """[B, H, T, D] -> [B, T, H * D]: the heads side by side again."""
+
+    def forward(self, x):
+        batch, heads, length, head_dim = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(batch, length, heads * head_dim)
+
+    def backward(self, gy):
+        batch, heads, length, head_dim = self.inputs[0].shape
+        split = gy.reshape(batch, length, heads, head_dim)
+        return split.transpose((0, 2, 1, 3))
+
+
+@register("split_heads")
+def split_heads(x: Tensor, num_heads: int, parts: int = 1) -> tuple:
+    """Cut [B, T, parts * C] into `parts` per-head tensors [B, H, T, C / H]."""
+    if x.ndim != 3 or x.shape[-1] % (parts * num_heads):
+        raise ValueError(f"split_heads: expected [B, T, {parts} * heads * head_dim] with {num_heads} heads, "
+                         f"got shape {x.shape}")
+    return SplitHeads(num_heads, parts)(x)
+
+
+@register("merge_heads")
+def merge_heads(x: Tensor) -> Tensor:
+    """[B, H, T, D] -> [B, T, H * D]."""
+    if x.ndim != 4:
+        raise ValueError(f"merge_heads: expected [B, H, T, D], got shape {x.shape}")
+    return MergeHeads()(x)
+
+
 class Attention(Function):
     """softmax(q k^T * scale + mask) v as one node (dropout on the weights optional).
 

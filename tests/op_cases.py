@@ -279,6 +279,22 @@ def draw_attention(data):
     return [q, k, v], kwargs
 
 
+def draw_split_heads(data):
+    b, t, h, d = (data.draw(st.integers(1, 3)) for _ in range(4))
+    parts = data.draw(st.integers(1, 3))
+    return [data.draw(arrays((b, t, parts * h * d)))], {"num_heads": h, "parts": parts}
+
+
+def draw_merge_heads(data):
+    return [data.draw(arrays(tuple(data.draw(st.integers(1, 3)) for _ in range(4))))], {}
+
+
+def _torch_split_heads(x, num_heads, parts):
+    b, t, width = x.shape
+    heads = x.reshape(b, t, parts, num_heads, width // (parts * num_heads)).permute(2, 0, 3, 1, 4)
+    return _split_sum(list(heads))
+
+
 def _t():
     import torch
 
@@ -376,5 +392,9 @@ CASES = {
     "embedding": Case(draw_embedding, lambda w, ids: F.embedding(ids, w),
                       lambda w, ids: _t().nn.functional.embedding(_t().as_tensor(ids), w)),
     "linear": Case(draw_linear, F.linear, lambda x, w, b: _t().nn.functional.linear(x, w, b)),
+    "split_heads": Case(draw_split_heads, lambda x, num_heads, parts: _split_sum(F.split_heads(x, num_heads, parts)),
+                        _torch_split_heads),
+    "merge_heads": Case(draw_merge_heads, F.merge_heads,
+                        lambda x: x.permute(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)),
     "scaled_dot_product_attention": Case(draw_attention, F.scaled_dot_product_attention, _torch_sdpa),
 }

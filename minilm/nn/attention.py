@@ -80,18 +80,20 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention: expected query [B, L, {self.embed_dim}], got shape {query.shape}")
         batch, length, channels = query.shape
 
-        q, k, v = self._project(query, key, value)  # each [B, T, C]
-        q, k, v = (self._split_heads(t) for t in (q, k, v))  # [B, T, C] -> [B, H, T, D]
+        if key is None and value is None:  # self-attention: one GEMM for q, k and v
+            q, k, v = F.split_heads(self.in_proj(query), self.num_heads, parts=3)  # [B, T, 3C] -> 3 x [B, H, T, D]
+        else:
+            q, k, v = (F.split_heads(t, self.num_heads)[0] for t in self._project(query, key, value))
         if cache is not None:
             k, v = cache.update(k, v)  # [B, H, S, D], S = cached + new positions
         source = k.shape[2]
 
         mask = self._combined_mask(batch, length, source, key_padding_mask, attn_mask, is_causal, q)
-        out, weights = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout, training=self.training, return_weights=True
-        )  # [B, H, L, D], [B, H, L, S]
-        out = ops.reshape(ops.swapaxes(out, 1, 2), (batch, length, channels))  # [B, H, L, D] -> [B, L, C]
-        out = self.out_proj(out)
+        result = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout, training=self.training, return_weights=need_weights
+        )  # [B, H, L, D] (and the weights [B, H, L, S])
+        out, weights = result if need_weights else (result, None)
+        out = self.out_proj(F.merge_heads(out))  # [B, H, L, D] -> [B, L, C] -> [B, L, C]
         if not self.batch_first:
             out = ops.swapaxes(out, 0, 1)
         if not need_weights:
@@ -99,10 +101,7 @@ class MultiHeadAttention(Module):
         return out, (ops.mean(weights, axis=1) if average_attn_weights else weights)
 
     def _project(self, query, key, value):
-        """q, k, v = the three slices of in_proj applied to query, key, value."""
-        if key is None and value is None:
-            qkv = self.in_proj(query)  # [B, L, C] -> [B, L, 3C]: one GEMM for q, k and v
-            return ops.split(qkv, 3, axis=-1)
+        """q, k, v [B, T, C] for cross-attention: the three row blocks of in_proj."""
         if key is None:
             raise ValueError("MultiHeadAttention: value given without key")
         value = key if value is None else value
@@ -122,11 +121,6 @@ class MultiHeadAttention(Module):
         else:
             k, v = F.linear(key, *rows(c, 2 * c)), F.linear(value, *rows(2 * c, 3 * c))
         return q, k, v
-
-    def _split_heads(self, t: Tensor) -> Tensor:
-        batch, length, _ = t.shape
-        t = ops.reshape(t, (batch, length, self.num_heads, self.head_dim))  # [B, T, C] -> [B, T, H, D]
-        return ops.swapaxes(t, 1, 2)  # -> [B, H, T, D]
 
     def _combined_mask(self, batch, length, source, key_padding_mask, attn_mask, is_causal, like: Tensor):
         """One mask for F.scaled_dot_product_attention: boolean 'may attend' [.., L, S] if all
