@@ -69,10 +69,14 @@ __version__ = "0.1.0"
 
 
 def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
-    """A new tensor from Python numbers, lists or arrays (float data -> default dtype)."""
+    """A new tensor from Python numbers, lists or arrays (float data -> default dtype).
+
+    It goes to `device`, by default the current backend's device (so with
+    MINILM_BACKEND=cupy, `ml.tensor(numpy_array)` lands on the GPU).
+    """
     if isinstance(data, Tensor):
         data = data.data
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device or default_device())
 
 
 def _factory_dtype(dtype):
