@@ -41,6 +41,7 @@ def minilm_step(size, seed=0):
     from minilm.models import GPT, GPTConfig
 
     n_layer, n_embd, n_head, block, batch, vocab = size
+    ml.set_backend("cupy")
     ml.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block))
     opt = optim.AdamW(optim.param_groups_no_decay(model, 0.1), lr=3e-4)

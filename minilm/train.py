@@ -5,6 +5,11 @@ and evaluates on validation data. The Trainer does the rest, the same for every 
 gradient accumulation, AdamW with no-decay groups, warmup + cosine/linear decay, gradient
 clipping, evaluation, early stopping, JSON-lines metrics, a loss plot, and checkpoints that
 resume bit for bit (model, optimizer, schedule, random generators and data position).
+
+Under `mpiexec -n N` the Trainer trains data-parallel (see `minilm.distributed`): every
+rank draws the same global batch and trains on its slice, gradients are averaged with one
+allreduce, and only rank 0 writes outputs. The data position is that of the global batch,
+so a checkpoint resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as _backend
-from . import nn, optim
+from . import distributed, nn, optim
 from .autograd import Tensor, no_grad
 from .data import MaskedLMCollator, RandomWindowSampler, atomic_write_text, sequential_windows
 from .serialization import load_file, save_file
@@ -205,12 +210,18 @@ class ClassificationTask:
 # The Trainer
 # ---------------------------------------------------------------------------------------
 class Trainer:
-    """Train `model` on `task` as `config` says, writing into `out_dir` (if given)."""
+    """Train `model` on `task` as `config` says, writing into `out_dir` (if given).
 
-    def __init__(self, model: nn.Module, task, config: TrainingConfig, out_dir=None, quiet: bool = False):
+    comm: the data-parallel world (default `distributed.init()`: all ranks under mpiexec,
+    else a world of one, where the Trainer behaves as it always did).
+    """
+
+    def __init__(self, model: nn.Module, task, config: TrainingConfig, out_dir=None, quiet: bool = False,
+                 comm: distributed.Communicator | None = None):
         self.model, self.task, self.config = model, task, config
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.quiet = quiet
+        self.comm = comm if comm is not None else distributed.init()  # a world of one without MPI
+        self.quiet = quiet or not self.comm.is_main
         c = config
         self.optimizer = optim.AdamW(optim.param_groups_no_decay(model, c.weight_decay), lr=c.lr, betas=c.betas)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -218,6 +229,22 @@ class Trainer:
         self.history: list[dict] = []  # one record per logged step / evaluation
         self.best_metric = math.inf
         self.evals_without_improvement = 0
+        self._allreduce = None
+        if self.comm.size > 1:
+            self.comm.check_batch_size(c.batch_size)
+            # Every rank starts from rank 0's weights and data order, so that all draw the same
+            # global batches and stay equal after every (identical) optimizer step.
+            self.comm.broadcast_parameters(model)
+            task.load_state_dict(self.comm.broadcast_object(task.state_dict()))
+            self._allreduce = distributed.GradientAllreduce(model.parameters(), self.comm)
+            self._separate_dropout_streams()
+
+    def _separate_dropout_streams(self) -> None:
+        """Give ranks other than 0 their own random stream (dropout masks): with rank 0's
+        stream they would draw the same masks for their slices. Rank 0 keeps its stream."""
+        if self.comm.rank > 0:
+            seed = np.random.SeedSequence([self.config.seed, self.comm.rank, self.step]).generate_state(1)[0]
+            _backend.manual_seed(int(seed))
 
     def _lr_factor(self, step: int) -> float:
         c = self.config
@@ -233,6 +260,16 @@ class Trainer:
         last = min(c.max_steps, stop_at_step) if stop_at_step is not None else c.max_steps
         self.model.train()
         started, tokens_seen = time.perf_counter(), 0
+        with self.comm.abort_on_error():  # one rank's failure must not leave the others waiting
+            self._fit_loop(last, started, tokens_seen)
+        if not self.quiet and sys.stderr.isatty():
+            sys.stderr.write("\n")
+        if self.out_dir is not None and self.comm.is_main:
+            write_loss_plot(self.history, self.out_dir / "loss")
+        return self.history
+
+    def _fit_loop(self, last: int, started: float, tokens_seen: int) -> None:
+        c = self.config
         while self.step < last:
             loss_value, tokens = self._train_step()
             tokens_seen += tokens
@@ -251,29 +288,30 @@ class Trainer:
             if stop:
                 self._say(f"early stopping at step {self.step}: {c.early_stopping_patience} evaluations without improvement")
                 break
-        if not self.quiet and sys.stderr.isatty():
-            sys.stderr.write("\n")
-        if self.out_dir is not None:
-            write_loss_plot(self.history, self.out_dir / "loss")
-        return self.history
 
     def _train_step(self) -> tuple[float, int]:
         c = self.config
+        # Dropout draws from a generator re-seeded from (seed, step) at every step: a resumed
+        # run then draws exactly what an uninterrupted one does, on any device (CuPy's
+        # generator state, unlike NumPy's, cannot be saved in a checkpoint).
+        _backend.manual_seed((c.seed * 1_000_003 + self.step) % 2**63)
         total, tokens = 0.0, 0
         for _ in range(c.grad_accum):
-            batch = self.task.next_batch()
+            batch = self.comm.shard(self.task.next_batch())  # every rank draws the global batch
             loss = self.task.loss(self.model, batch)
             value = float(loss.item())
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"the loss became {value} at step {self.step + 1}; training stopped. The last good "
-                    f"checkpoint{' in ' + str(self.out_dir / 'checkpoint') if self.out_dir else ''} is intact. "
-                    "Try a lower learning rate or stronger gradient clipping."
-                )
+            if self._allreduce is None:
+                self._check_finite(value)
             (loss * (1.0 / c.grad_accum)).backward()
             total += value / c.grad_accum
             first = next(iter(batch.values()))
-            tokens += int(np.prod(first.shape))
+            tokens += int(np.prod(first.shape)) * self.comm.size
+        if self._allreduce is not None:
+            # The mean over ranks of per-rank mean losses and gradients: the full-batch mean
+            # when every rank counts the same number of targets (causal LM windows,
+            # classification). A NaN on any rank makes the mean NaN, so all ranks stop together.
+            total = self._allreduce(total)
+            self._check_finite(total)
         if c.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
@@ -281,7 +319,20 @@ class Trainer:
         self.optimizer.zero_grad()
         return total, tokens
 
+    def _check_finite(self, value: float) -> None:
+        if not math.isfinite(value):
+            error = TrainingDiverged(
+                f"the loss became {value} at step {self.step + 1}; training stopped. The last good "
+                f"checkpoint{' in ' + str(self.out_dir / 'checkpoint') if self.out_dir else ''} is intact. "
+                "Try a lower learning rate or stronger gradient clipping."
+            )
+            raise distributed.raised_on_every_rank(error) if self._allreduce is not None else error
+
     def evaluate(self) -> dict:
+        """The task's validation metrics (computed on rank 0 and sent to all ranks)."""
+        return self.comm.run_on_main(self._evaluate_here)
+
+    def _evaluate_here(self) -> dict:
         self.model.eval()
         try:
             with no_grad():
@@ -305,7 +356,7 @@ class Trainer:
     # -- output --------------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
         self.history.append(record)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.comm.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -327,8 +378,11 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write out_dir/checkpoint/ as a whole: a new folder first, then swapped in by renames."""
+        """Write out_dir/checkpoint/ as a whole: a new folder first, then swapped in by renames.
+        Only rank 0 writes: the ranks hold equal states."""
         target = self.out_dir / "checkpoint"
+        if not self.comm.is_main:
+            return target
         staging = self.out_dir / f".checkpoint-{os.getpid()}"
         if staging.exists():
             shutil.rmtree(staging)
@@ -348,7 +402,6 @@ class Trainer:
             "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars},
             "scheduler": self.scheduler.state_dict(),
             "task": self.task.state_dict(),
-            "rng": {"cpu": _backend.get_device("cpu").rng.bit_generator.state},
             "best_metric": self.best_metric if math.isfinite(self.best_metric) else None,
             "evals_without_improvement": self.evals_without_improvement,
             "config": asdict(self.config),
@@ -366,14 +419,9 @@ class Trainer:
 
     def load_checkpoint(self, folder) -> None:
         """Restore everything `save_checkpoint` wrote, so training continues exactly."""
-        folder = Path(folder)
-        try:
-            with open(folder / "trainer_state.json", encoding="utf-8") as f:
-                state = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{folder}: no trainer_state.json; not a minilm checkpoint folder") from None
-        self.model.load_state_dict(load_file(folder / "model.safetensors"))
-        arrays = load_file(folder / "optimizer.safetensors")
+        # Rank 0 reads the files and sends them: the other ranks need no shared filesystem.
+        state, weights, arrays, history = self.comm.run_on_main(lambda: self._read_checkpoint(Path(folder)))
+        self.model.load_state_dict(weights)
         optimizer_state: dict = {"state": {}, "param_groups": state["optimizer"]["param_groups"]}
         for key, value in list(arrays.items()) + list(state["optimizer"]["scalars"].items()):
             index, name = key.split(".", 1)
@@ -381,14 +429,28 @@ class Trainer:
         self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(state["scheduler"])
         self.task.load_state_dict(state["task"])
-        rng_state = state["rng"]["cpu"]
-        _backend.get_device("cpu").rng.bit_generator.state = rng_state
         self.step = state["step"]
         self.best_metric = state["best_metric"] if state["best_metric"] is not None else math.inf
         self.evals_without_improvement = state["evals_without_improvement"]
+        if history is not None:
+            self.history = [r for r in history if r["step"] <= self.step]
+        if self.comm.size > 1:
+            self._separate_dropout_streams()
+
+    def _read_checkpoint(self, folder: Path) -> tuple:
+        """(trainer state, model weights, optimizer arrays, metrics history or None) from disk."""
+        try:
+            with open(folder / "trainer_state.json", encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{folder}: no trainer_state.json; not a minilm checkpoint folder") from None
+        weights = load_file(folder / "model.safetensors")
+        arrays = load_file(folder / "optimizer.safetensors")
+        history = None
         if self.out_dir is not None and (self.out_dir / "metrics.jsonl").exists():
             with open(self.out_dir / "metrics.jsonl", encoding="utf-8") as f:
-                self.history = [r for r in map(json.loads, f) if r["step"] <= self.step]
+                history = [json.loads(line) for line in f]
+        return state, weights, arrays, history
 
 
 def write_loss_plot(history: list[dict], stem: Path) -> Path:
