@@ -68,6 +68,11 @@ from .ops import (
 __version__ = "0.1.0"
 
 
+def memory_info(device=None) -> dict:
+    """Memory held by a device's pool, e.g. {"used_bytes": ..., "total_bytes": ...} on CUDA."""
+    return get_device(device).memory_info()
+
+
 def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """A new tensor from Python numbers, lists or arrays (float data -> default dtype).
 

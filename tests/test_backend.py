@@ -73,3 +73,22 @@ def test_save_and_load_round_trip(tmp_path):
     for name, t in tensors.items():
         assert loaded[name].dtype == t.dtype
         np.testing.assert_array_equal(loaded[name].numpy(), t.numpy())
+
+
+@pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and a CUDA GPU")
+def test_gpu_memory_pool_does_not_grow_over_a_training_run():
+    from minilm import optim
+    from minilm.models import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=32)).to("cuda")
+    opt = optim.AdamW(model.parameters(), lr=1e-3)
+    ids = np.random.default_rng(0).integers(0, 64, (4, 33))
+    used = []
+    for step in range(30):
+        _, loss = model(ids[:, :-1], targets=ids[:, 1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        del loss
+        used.append(ml.memory_info("cuda")["used_bytes"])
+    assert used[-1] <= used[5], f"pool use grew from {used[5]} to {used[-1]} bytes"

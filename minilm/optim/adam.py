@@ -48,10 +48,18 @@ class Adam(Optimizer):
             state["exp_avg_sq"] = xp.zeros_like(p)
         state["step"] += 1
         m, v, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
+        decay = 1.0
         if weight_decay and self.decoupled_weight_decay:
-            p *= 1 - lr * weight_decay
+            decay = 1 - lr * weight_decay
         elif weight_decay:
             grad = grad + weight_decay * p
+        step_size = lr / (1 - beta1**step)
+        inv_sqrt_bias2 = 1 / math.sqrt(1 - beta2**step)
+        device = _backend.device_of(p)
+        if device.adam_step(p, grad, m, v, beta1, beta2, step_size, inv_sqrt_bias2, eps, decay):
+            return  # the device ran the whole update as one fused kernel
+        if decay != 1.0:
+            p *= decay
         tmp = self._buffer(p)
         m *= beta1  # m = beta1 m + (1 - beta1) g
         xp.multiply(grad, 1 - beta1, out=tmp)
@@ -60,9 +68,8 @@ class Adam(Optimizer):
         xp.multiply(grad, grad, out=tmp)
         tmp *= 1 - beta2
         v += tmp
-        step_size = lr / (1 - beta1**step)
         xp.sqrt(v, out=tmp)  # denominator: sqrt(v) / sqrt(1 - beta2^t) + eps
-        tmp /= math.sqrt(1 - beta2**step)
+        tmp *= inv_sqrt_bias2
         tmp += eps
         xp.divide(m, tmp, out=tmp)
         tmp *= -step_size
