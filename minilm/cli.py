@@ -133,12 +133,72 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def command_train(args) -> int:
     import minilm as ml
 
-    from .data import read_token_file, write_token_file
-    from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
+    from . import distributed
     from .train import CausalLMTask, MaskedLMTask, Trainer, TrainingConfig
 
+    # Under `mpiexec -n N` this joins the N ranks (each taking its own GPU with cupy); else a world of one.
+    comm = distributed.init(gpu=args.backend == "cupy" if args.backend else None)
     if args.backend:
         ml.set_backend(args.backend)
+    if not args.resume:  # before the run folder is made (the Trainer checks a resumed run's)
+        comm.check_batch_size(args.batch_size)
+    # Rank 0 alone reads and writes the run folder; the others receive what it prepared.
+    config, tokenizer, train_ids, val_ids, run_dir = comm.run_on_main(lambda: prepare_train_run(args))
+    ml.manual_seed(config["training"]["seed"])
+
+    training = TrainingConfig.from_dict(config["training"])
+    model = build_model(config["model"], config["model_config"])
+    block = config["block_size"]
+    if config["model"] == "bert":
+        special = {k: tokenizer.special_tokens[v] for k, v in
+                   (("pad", "[PAD]"), ("cls", "[CLS]"), ("sep", "[SEP]"), ("mask", "[MASK]"))}
+        task = MaskedLMTask(train_ids, val_ids, block, training.batch_size, special, tokenizer.vocab_size, training.seed)
+    else:
+        task = CausalLMTask(train_ids, val_ids, block, training.batch_size, training.seed)
+    trainer = Trainer(model, task, training, out_dir=run_dir, quiet=args.quiet)
+    if args.resume:
+        trainer.load_checkpoint(run_dir / "checkpoint")
+    if comm.is_main:
+        ranks = f" on {comm.size} ranks" if comm.size > 1 else ""
+        say(args, f"model: {config['model']}, {model.num_parameters():,} parameters; training {training.max_steps} "
+                  f"steps of {training.batch_size * training.grad_accum} x {block} tokens{ranks} -> {run_dir}")
+    started = time.perf_counter()
+    trainer.fit()
+    elapsed = time.perf_counter() - started
+    if comm.is_main:
+        model.save_safetensors(run_dir / "model.safetensors")
+
+    metrics = trainer.evaluate()
+    if not comm.is_main:  # the ranks hold the same model; rank 0 reports and samples
+        return 0
+    lines = [f"trained {trainer.step} steps in {elapsed:.0f} s",
+             f"validation loss {metrics['val_loss']:.4f}, perplexity {metrics['val_ppl']:.2f}"]
+    if config["model"] != "bert":
+        baseline = unigram_perplexity(np.asarray(train_ids), np.asarray(val_ids), tokenizer.vocab_size)
+        lines.append(f"unigram baseline perplexity on the same tokens {baseline:.2f} "
+                     f"({baseline / metrics['val_ppl']:.1f}x higher)")
+        metrics["unigram_ppl"] = baseline
+    for line in lines:
+        print(line)
+    from .data import atomic_write_text
+
+    atomic_write_text(run_dir / "final_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    if config["model"] != "bert" and args.samples > 0:
+        samples = sample_texts(model, tokenizer, args.samples, args.sample_tokens, seed=training.seed)
+        atomic_write_text(run_dir / "samples.txt", "\n\n---\n\n".join(samples) + "\n")
+        for i, sample in enumerate(samples, 1):
+            print(f"--- sample {i} ---\n{sample}")
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def prepare_train_run(args):
+    """(run config, tokenizer, train ids, validation ids, run folder) of a new or resumed run;
+    a new run's tokenizer is trained and its folder written here."""
+    from .data import read_token_file, write_token_file
+    from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
+    from .train import TrainingConfig
+
     if args.resume:
         run_dir = Path(args.resume)
         config_path = run_dir / "config.json"
@@ -149,7 +209,6 @@ def command_train(args) -> int:
             config["training"]["max_steps"] = args.steps
         tokenizer = Tokenizer.load(run_dir / "tokenizer.txt")
         train_ids, val_ids = read_token_file(run_dir / "train.bin"), read_token_file(run_dir / "val.bin")
-        ml.manual_seed(config["training"]["seed"])
         say(args, f"resuming {run_dir}")
     else:
         text = read_texts(args.data) if args.data else builtin_text()
@@ -171,7 +230,6 @@ def command_train(args) -> int:
         say(args, f"data: {source}: {len(text):,} characters -> {len(train_ids):,} train / {len(val_ids):,} "
                   f"validation tokens ({args.tokenizer}, vocab {tokenizer.vocab_size}, "
                   f"{time.perf_counter() - started:.1f} s)")
-        ml.manual_seed(args.seed)
         model_config = model_config_from(args, tokenizer.vocab_size)
         training = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                                   lr=args.lr, warmup_steps=min(args.warmup, args.steps), weight_decay=args.weight_decay,
@@ -192,46 +250,7 @@ def command_train(args) -> int:
         from .data import atomic_write_text
 
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-
-    training = TrainingConfig.from_dict(config["training"])
-    model = build_model(config["model"], config["model_config"])
-    block = config["block_size"]
-    if config["model"] == "bert":
-        special = {k: tokenizer.special_tokens[v] for k, v in
-                   (("pad", "[PAD]"), ("cls", "[CLS]"), ("sep", "[SEP]"), ("mask", "[MASK]"))}
-        task = MaskedLMTask(train_ids, val_ids, block, training.batch_size, special, tokenizer.vocab_size, training.seed)
-    else:
-        task = CausalLMTask(train_ids, val_ids, block, training.batch_size, training.seed)
-    trainer = Trainer(model, task, training, out_dir=run_dir, quiet=args.quiet)
-    if args.resume:
-        trainer.load_checkpoint(run_dir / "checkpoint")
-    say(args, f"model: {config['model']}, {model.num_parameters():,} parameters; training {training.max_steps} steps "
-              f"of {training.batch_size * training.grad_accum} x {block} tokens -> {run_dir}")
-    started = time.perf_counter()
-    trainer.fit()
-    elapsed = time.perf_counter() - started
-    model.save_safetensors(run_dir / "model.safetensors")
-
-    metrics = trainer.evaluate()
-    lines = [f"trained {trainer.step} steps in {elapsed:.0f} s",
-             f"validation loss {metrics['val_loss']:.4f}, perplexity {metrics['val_ppl']:.2f}"]
-    if config["model"] != "bert":
-        baseline = unigram_perplexity(np.asarray(train_ids), np.asarray(val_ids), tokenizer.vocab_size)
-        lines.append(f"unigram baseline perplexity on the same tokens {baseline:.2f} "
-                     f"({baseline / metrics['val_ppl']:.1f}x higher)")
-        metrics["unigram_ppl"] = baseline
-    for line in lines:
-        print(line)
-    from .data import atomic_write_text
-
-    atomic_write_text(run_dir / "final_metrics.json", json.dumps(metrics, indent=2) + "\n")
-    if config["model"] != "bert" and args.samples > 0:
-        samples = sample_texts(model, tokenizer, args.samples, args.sample_tokens, seed=training.seed)
-        atomic_write_text(run_dir / "samples.txt", "\n\n---\n\n".join(samples) + "\n")
-        for i, sample in enumerate(samples, 1):
-            print(f"--- sample {i} ---\n{sample}")
-    print(f"run folder: {run_dir}")
-    return 0
+    return config, tokenizer, train_ids, val_ids, run_dir
 
 
 def encode_plain(tokenizer, text: str) -> list[int]:
@@ -353,6 +372,8 @@ def command_finetune(args) -> int:
     trainer = Trainer(model, task, config, out_dir=out, quiet=args.quiet)
     trainer.fit()
     metrics = trainer.evaluate()
+    if not trainer.comm.is_main:  # under mpiexec: the ranks hold the same model; rank 0 saves it
+        return 0
     majority = max(np.bincount([data.labels[i] for i in val_rows])) / len(val_rows)
     model.save_pretrained(out / "model")
     print(f"validation accuracy {metrics['val_accuracy']:.3f} (majority class {majority:.3f}), "
@@ -444,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from . import distributed
     from .backend import BackendError
     from .data import DataError
     from .models.hf import CheckpointError
@@ -452,13 +474,17 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingDiverged
 
     try:
-        return args.run(args)
+        # Under mpiexec, an error on one rank only ends every rank (with that rank's message);
+        # errors raised on every rank alike come out below and are printed once, by rank 0.
+        with distributed.abort_on_error():
+            return args.run(args)
     except KeyboardInterrupt:
         print("\nminilm: interrupted", file=sys.stderr)
         return 130
     except (CommandError, DataError, CheckpointError, SafetensorsError, TokenizerFileError, BackendError,
-            TrainingDiverged, FileNotFoundError, ValueError) as error:
-        print(f"minilm: error: {error}", file=sys.stderr)
+            TrainingDiverged, FileNotFoundError, ValueError, distributed.DistributedError) as error:
+        if distributed.is_main_process():
+            print(f"minilm: error: {error}", file=sys.stderr)
         return 2
 
 
