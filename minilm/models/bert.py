@@ -77,10 +77,12 @@ class BertEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.drop = nn.Dropout(c.hidden_dropout_prob)
 
-    def forward(self, ids, token_type_ids) -> Tensor:
+    def forward(self, ids, token_type_ids, inputs_embeds: Tensor | None = None) -> Tensor:
+        """inputs_embeds [B, T, C], when given, replaces the word vectors word(ids)."""
         xp = self.word.weight.device.xp
-        positions = xp.arange(ids.shape[1])[None, :]  # [1, T]
-        x = self.word(ids) + self.position(positions) + self.token_type(token_type_ids)  # [B, T, C]
+        positions = xp.arange(token_type_ids.shape[1])[None, :]  # [1, T]
+        words = self.word(ids) if inputs_embeds is None else inputs_embeds  # [B, T, C]
+        x = words + self.position(positions) + self.token_type(token_type_ids)  # [B, T, C]
         return self.drop(self.norm(x))
 
 
@@ -102,37 +104,58 @@ class BertModel(nn.Module):
         self.pooler = nn.Linear(c.hidden_size, c.hidden_size) if add_pooler else None
         self.apply(_bert_init)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, return_pooled: bool = False):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, return_pooled: bool = False,
+                inputs_embeds: Tensor | None = None, output_attentions: bool = False):
         """input_ids [B, T]; attention_mask [B, T] (1 = token, 0 = padding); token_type_ids [B, T].
 
         Returns the last hidden states [B, T, C], or (hidden, pooled [B, C]) with return_pooled.
+        inputs_embeds [B, T, C]: word vectors to use instead of looking up input_ids, e.g. a
+        leaf tensor to differentiate with respect to (gradient attributions).
+        output_attentions: also return every layer's attention weights, a list of
+        [B, H, T, T] tensors, as the last element of the result.
         """
         xp = self.embeddings.word.weight.device.xp
-        ids = _array(input_ids, xp)
-        if ids.ndim != 2:
-            raise ValueError(f"BERT expects input_ids of shape [B, T], got {ids.shape}")
-        batch, length = ids.shape
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("BertModel.forward needs exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is not None:
+            if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(f"inputs_embeds must have shape [B, T, {self.config.hidden_size}], "
+                                 f"got {inputs_embeds.shape}")
+            ids = None
+            shape = inputs_embeds.shape[:2]
+        else:
+            ids = _array(input_ids, xp)
+            if ids.ndim != 2:
+                raise ValueError(f"BERT expects input_ids of shape [B, T], got {ids.shape}")
+            shape = ids.shape
+        batch, length = shape
         if length > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {length} tokens is longer than max_position_embeddings "
                              f"({self.config.max_position_embeddings})")
-        token_types = xp.zeros_like(ids) if token_type_ids is None else _array(token_type_ids, xp)
-        if token_types.shape != ids.shape:
-            raise ValueError(f"token_type_ids has shape {token_types.shape}, expected {ids.shape}")
+        token_types = xp.zeros(shape, dtype=np.int64) if token_type_ids is None else _array(token_type_ids, xp)
+        if token_types.shape != shape:
+            raise ValueError(f"token_type_ids has shape {token_types.shape}, expected {shape}")
         key_padding = None
         if attention_mask is not None:
             mask = _array(attention_mask, xp)
-            if mask.shape != ids.shape:
-                raise ValueError(f"attention_mask has shape {mask.shape}, expected {ids.shape}")
+            if mask.shape != shape:
+                raise ValueError(f"attention_mask has shape {mask.shape}, expected {shape}")
             dtype = self.embeddings.word.weight.dtype
             # Finite, like Hugging Face: an all-padding row must not turn into NaN.
             key_padding = xp.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)  # [B, T]
 
-        x = self.embeddings(ids, token_types)  # [B, T, C]
+        x = self.embeddings(ids, token_types, inputs_embeds)  # [B, T, C]
+        attentions = []
         for layer in self.layers:
-            x = layer(x, key_padding_mask=key_padding)  # [B, T, C]
-        if not return_pooled:
-            return x
-        return x, self.pool(x)
+            if output_attentions:
+                x, weights = layer(x, key_padding_mask=key_padding, need_weights=True)
+                attentions.append(weights)  # [B, H, T, T]
+            else:
+                x = layer(x, key_padding_mask=key_padding)  # [B, T, C]
+        results = (x, self.pool(x)) if return_pooled else (x,)
+        if output_attentions:
+            results += (attentions,)
+        return results[0] if len(results) == 1 else results
 
     def pool(self, hidden: Tensor) -> Tensor:
         """BERT's pooled output: tanh(dense(hidden state of [CLS]))  [B, T, C] -> [B, C]."""
@@ -233,9 +256,14 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(c.hidden_size, c.num_labels)
         self.classifier.apply(_bert_init)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        """Logits [B, num_labels]; with integer `labels` [B]: (logits, loss)."""
-        _, pooled = self.bert(input_ids, attention_mask, token_type_ids, return_pooled=True)  # [B, C]
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                inputs_embeds: Tensor | None = None):
+        """Logits [B, num_labels]; with integer `labels` [B]: (logits, loss).
+
+        inputs_embeds [B, T, C] replaces the word vectors of input_ids (see BertModel.forward).
+        """
+        _, pooled = self.bert(input_ids, attention_mask, token_type_ids, return_pooled=True,
+                              inputs_embeds=inputs_embeds)  # [B, C]
         logits = self.classifier(self.drop(pooled))  # [B, num_labels]
         if labels is None:
             return logits

@@ -63,17 +63,30 @@ class GPT(nn.Module, GenerationMixin):
         self.lm_head = None if c.tie_weights else nn.Linear(c.n_embd, c.vocab_size, bias=False)
         nn.init.gpt2_init_(self, c.n_layer)
 
-    def forward(self, ids, targets=None, attention_mask=None, position_ids=None, caches=None):
+    def forward(self, ids=None, targets=None, attention_mask=None, position_ids=None, caches=None,
+                inputs_embeds=None, output_attentions: bool = False):
         """Logits [B, T, vocab] for token ids [B, T] (with `targets` [B, T]: (logits, loss)).
 
         attention_mask [B, P+T]: 1 for real tokens, 0 for padding (left padding for batched
         generation); positions then count real tokens only, as Hugging Face does.
         caches: one nn.KVCache per layer holding P earlier positions (incremental decoding).
+        inputs_embeds [B, T, C]: token vectors to use instead of wte(ids), e.g. a leaf tensor
+        to differentiate the output with respect to (gradient attributions).
+        output_attentions: also return every layer's attention weights, a list of
+        [B, H, T, P+T] tensors, as the last element of the result.
         """
-        ids = ids.data if isinstance(ids, Tensor) else self.wte.weight.device.xp.asarray(ids)
-        if ids.ndim != 2:
-            raise ValueError(f"GPT expects token ids of shape [B, T], got {ids.shape}")
-        batch, length = ids.shape
+        if (ids is None) == (inputs_embeds is None):
+            raise ValueError("GPT.forward needs exactly one of ids and inputs_embeds")
+        if inputs_embeds is not None:
+            if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.n_embd:
+                raise ValueError(f"inputs_embeds must have shape [B, T, {self.config.n_embd}], "
+                                 f"got {inputs_embeds.shape}")
+            batch, length = inputs_embeds.shape[:2]
+        else:
+            ids = ids.data if isinstance(ids, Tensor) else self.wte.weight.device.xp.asarray(ids)
+            if ids.ndim != 2:
+                raise ValueError(f"GPT expects token ids of shape [B, T], got {ids.shape}")
+            batch, length = ids.shape
         past = len(caches[0]) if caches else 0
         if past + length > self.config.block_size:
             raise ValueError(
@@ -97,17 +110,26 @@ class GPT(nn.Module, GenerationMixin):
             position_ids = xp.arange(past, past + length)[None, :]  # [1, T]
         position_ids = position_ids.data if isinstance(position_ids, Tensor) else xp.asarray(position_ids)
 
-        x = self.wte(ids) + self.wpe(position_ids)  # [B, T, C] + [B or 1, T, C]
+        tokens = self.wte(ids) if inputs_embeds is None else inputs_embeds  # [B, T, C]
+        x = tokens + self.wpe(position_ids)  # [B, T, C] + [B or 1, T, C]
         x = self.drop(x)
+        attentions = []
         for i, block in enumerate(self.blocks):
-            x = block(x, key_padding_mask=key_padding, cache=caches[i] if caches else None)  # [B, T, C]
+            cache = caches[i] if caches else None
+            if output_attentions:
+                x, weights = block(x, key_padding_mask=key_padding, cache=cache, need_weights=True)
+                attentions.append(weights)  # [B, H, T, P+T]
+            else:
+                x = block(x, key_padding_mask=key_padding, cache=cache)  # [B, T, C]
         x = self.ln_f(x)  # [B, T, C]
         weight = self.wte.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x, weight)  # [B, T, C] @ [C, V] -> [B, T, V]
-        if targets is None:
-            return logits
-        loss = F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), _flat(targets, xp))
-        return logits, loss
+        results = (logits,)
+        if targets is not None:
+            results += (F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), _flat(targets, xp)),)
+        if output_attentions:
+            results += (attentions,)
+        return results[0] if len(results) == 1 else results
 
     def new_caches(self) -> list:
         return [nn.KVCache() for _ in self.blocks]

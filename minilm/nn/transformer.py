@@ -50,17 +50,25 @@ class TransformerBlock(Module):
         self.mlp = MLP(d_model, 4 * d_model if d_ff is None else d_ff, activation, bias=bias)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x: Tensor, key_padding_mask=None, attn_mask=None, cache: KVCache | None = None) -> Tensor:
+    def forward(self, x: Tensor, key_padding_mask=None, attn_mask=None, cache: KVCache | None = None,
+                need_weights: bool = False):
+        """x [B, T, C] -> [B, T, C]; with need_weights, (output, attention weights [B, H, T, S])."""
+        weights = None
+
         def attend(h):
-            out, _ = self.attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                               is_causal=self.causal, cache=cache)
+            nonlocal weights
+            out, weights = self.attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                                     is_causal=self.causal, cache=cache, need_weights=need_weights,
+                                     average_attn_weights=False)
             return self.dropout(out)
 
         if self.norm_first:
             x = x + attend(self.ln_1(x))  # [B, T, C]
-            return x + self.dropout(self.mlp(self.ln_2(x)))
-        x = self.ln_1(x + attend(x))
-        return self.ln_2(x + self.dropout(self.mlp(x)))
+            x = x + self.dropout(self.mlp(self.ln_2(x)))
+        else:
+            x = self.ln_1(x + attend(x))
+            x = self.ln_2(x + self.dropout(self.mlp(x)))
+        return (x, weights) if need_weights else x
 
     def extra_repr(self) -> str:
         return f"norm_first={self.norm_first}, causal={self.causal}"
