@@ -131,8 +131,9 @@ class _Explained:
         embedding = model.bert.embeddings.word if self.is_classifier else model.wte
         with no_grad():
             self.embeddings = embedding(self.ids).numpy()[0]  # [T, C]
+        self.device = embedding.weight.device  # points live on the host; the model may not
         with no_grad():
-            scores = self._head(Tensor(self.embeddings[None])).numpy()[0]  # [K]
+            scores = self._head(Tensor(self.embeddings[None], device=self.device)).numpy()[0]  # [K]
         classes = scores.shape[-1]
         target = int(np.argmax(scores)) if target is None else target
         if not 0 <= target < classes:
@@ -153,11 +154,11 @@ class _Explained:
 
     def outputs(self, points: np.ndarray) -> np.ndarray:
         with no_grad():
-            return self._head(Tensor(points))[:, self.target].numpy().astype(np.float64)  # [S]
+            return self._head(Tensor(points, device=self.device))[:, self.target].numpy().astype(np.float64)  # [S]
 
     def gradients(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """dF/dx at each of the points [S, T, C], and F there [S]."""
-        embeds = Tensor(points, requires_grad=True)
+        embeds = Tensor(points, requires_grad=True, device=self.device)
         # The parameters are switched off meanwhile: backward then computes only what
         # attribution needs and leaves the parameters' .grad untouched.
         parameters = [p for p in self.model.parameters() if p.requires_grad]

@@ -33,9 +33,16 @@ def test_resuming_from_a_checkpoint_gives_bit_identical_losses(tmp_path):
     resumed.load_checkpoint(tmp_path / "b" / "checkpoint")
     assert resumed.step == 6
     history = resumed.fit()
-    assert _losses(history) == _losses(uninterrupted)  # exact float equality, every step
     val = [r["val_loss"] for r in history if "val_loss" in r]
-    assert val == [r["val_loss"] for r in uninterrupted if "val_loss" in r]
+    expected_val = [r["val_loss"] for r in uninterrupted if "val_loss" in r]
+    if ml.default_device().name == "cpu":
+        assert _losses(history) == _losses(uninterrupted)  # exact float equality, every step
+        assert val == expected_val
+    else:
+        # On CUDA the embedding gradient is summed with atomic adds, whose order varies
+        # from run to run: the last bits of the losses do too, even without a resume.
+        np.testing.assert_allclose(np.array(_losses(history)), np.array(_losses(uninterrupted)), rtol=1e-5)
+        np.testing.assert_allclose(val, expected_val, rtol=1e-5)
 
 
 def test_outputs_on_disk(tmp_path):

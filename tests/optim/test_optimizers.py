@@ -259,7 +259,7 @@ def test_adamw_keeps_float32_and_allocates_no_state_per_step():
         opt.step()
     assert w.dtype == np.float32
     assert all(v.dtype == np.float32 for v in opt.state[w].values() if hasattr(v, "dtype"))
-    assert len(opt._scratch) == 1
+    assert len(opt._scratch) <= 1  # one reused buffer, or none where a fused GPU kernel runs the update
 
 
 def test_clip_grad_value_and_norm_types():
