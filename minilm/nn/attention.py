@@ -136,8 +136,10 @@ class MultiHeadAttention(Module):
             nonlocal additive
             additive = scores if additive is None else additive + scores
 
-        if is_causal:
+        if is_causal and length > 1:
             # Bottom-right aligned: with source - length cached positions before the queries.
+            # (A single query is the last position and may see every key: no mask needed,
+            # which saves building one per layer for every generated token.)
             restrict(xp.tril(xp.ones((length, source), dtype=bool), k=source - length))
         if attn_mask is not None:
             m = _array(attn_mask, xp)
