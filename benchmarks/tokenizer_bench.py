@@ -152,6 +152,12 @@ def main() -> None:
             raise SystemExit("FAIL: minilm's ids differ from tiktoken's")
         for label, seconds in (("encode (cold cache)", cold_time), ("encode (warm cache)", warm_time)):
             rows.append((label, seconds, "tiktoken", tiktoken_time, tiktoken_time / seconds, "throughput >= 0.7"))
+        # One long piece (no cache can help): merging must stay near-linear, not quadratic.
+        for length in (10_000, 100_000):
+            piece = "a" * length
+            _, long_time = timed(fresh.encode_ordinary, piece)
+            _, long_reference = timed(reference.encode_ordinary, piece)
+            print(f"  one piece of {length:,} 'a's: minilm {long_time:.3f} s, tiktoken {long_reference:.3f} s")
 
     print()
     print(f"{'measure':<22}{'minilm':>12}{'peer':>16}{'peer time':>12}{'ratio':>9}   goal")
