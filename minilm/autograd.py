@@ -303,6 +303,17 @@ class Tensor:
         self.data[_index_key(key)] = value.data if isinstance(value, Tensor) else value
 
 
+def zero_grads(tensors, set_to_none: bool = True) -> None:
+    """Forget the gradients of `tensors` (set_to_none), or fill them with zeros in place."""
+    for t in tensors:
+        if t.grad is None:
+            continue
+        if set_to_none:
+            t.grad = None
+        else:
+            t.grad.data[...] = 0
+
+
 class _HookHandle:
     def __init__(self, hooks: list, hook):
         self._hooks, self._hook = hooks, hook

@@ -17,7 +17,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from .. import backend as _backend
-from ..autograd import Tensor, _is_floating, no_grad
+from ..autograd import Tensor, _is_floating, no_grad, zero_grads
 
 
 class Parameter(Tensor):
@@ -214,13 +214,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad.data[...] = 0
+        zero_grads(self.parameters(), set_to_none)
 
     def to(self, device=None, dtype=None) -> "Module":
         """Move parameters and buffers to `device` and/or cast the floating ones to `dtype`.

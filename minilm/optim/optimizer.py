@@ -9,7 +9,7 @@ parameter before this update fails loudly instead of using the new values.
 from __future__ import annotations
 
 from .. import backend as _backend
-from ..autograd import Tensor, enable_grad, no_grad
+from ..autograd import Tensor, enable_grad, no_grad, zero_grads
 
 
 class Optimizer:
@@ -50,14 +50,7 @@ class Optimizer:
         self.param_groups.append({**self.defaults, **group, "params": params})
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.data[...] = 0
+        zero_grads(self._params_in_order(), set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient. `closure` (optional) re-evaluates the
