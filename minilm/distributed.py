@@ -163,7 +163,11 @@ class Communicator:
 
     # -- broadcasts ----------------------------------------------------------------------------
     def broadcast_object(self, value):
-        """Rank 0's `value` (any picklable object), on every rank."""
+        """Rank 0's `value` on every rank.
+
+        For small control data (task state, run settings): mpi4py serializes the object in
+        memory between the processes of this one job. Files are never read this way: weights
+        and arrays travel as raw buffers (`Bcast`, the gradient allreduce)."""
         return value if self.size == 1 else self.mpi.bcast(value, root=0)
 
     def broadcast_parameters(self, module) -> None:
@@ -191,11 +195,11 @@ class Communicator:
                 outcome = ("result", fn())
             except Exception as error:  # sent to the other ranks, then raised here too
                 outcome = ("error", raised_on_every_rank(error))
-        kind, value = self.mpi.bcast(_picklable(outcome), root=0)
+        kind, value = self.mpi.bcast(_portable(outcome), root=0)
         if kind == "error":
             if self.is_main:
                 raise outcome[1]
-            raise raised_on_every_rank(value)
+            raise raised_on_every_rank(RemoteError(*value))
         return outcome[1] if self.is_main else value
 
     # -- reductions ----------------------------------------------------------------------------
@@ -258,16 +262,20 @@ class Communicator:
         os._exit(code)
 
 
-def _picklable(outcome):
-    """An exception that cannot be pickled is sent as a RuntimeError with the same message."""
-    import pickle
+class RemoteError(ValueError):
+    """Raised on the other ranks when rank 0's work in `run_on_main` failed; it carries
+    rank 0's exception as text (its type's name and message), never as an object."""
 
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind} on rank 0: {message}")
+        self.kind = kind
+
+
+def _portable(outcome):
+    """What the other ranks receive: the result, or the error as (type name, message)."""
     if outcome is not None and outcome[0] == "error":
-        try:
-            pickle.dumps(outcome[1])
-        except Exception:
-            error = outcome[1]
-            return "error", RuntimeError(f"{type(error).__name__}: {error}")
+        error = outcome[1]
+        return "error", (type(error).__name__, str(error))
     return outcome
 
 
@@ -331,4 +339,4 @@ class GradientAllreduce:
 
 
 __all__ = ["Communicator", "DistributedError", "GradientAllreduce", "abort_on_error", "current", "init",
-           "is_main_process", "launched_by_mpi", "raised_on_every_rank", "shard_rows"]
+           "is_main_process", "launched_by_mpi", "raised_on_every_rank", "shard_rows", "RemoteError"]
