@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+from train_step import model_flops
 
 SIZES = {  # name: (n_layer, n_embd, n_head, block_size, batch, vocab)
     "small": (6, 384, 6, 256, 32, 50304),
@@ -28,37 +29,21 @@ PEAK_TFLOPS = {  # dense peaks of an H100 SXM (H200: same compute)
 }
 
 
-def flops_per_step(n_layer, n_embd, block, batch, vocab) -> float:
-    params = 12 * n_layer * n_embd**2 + vocab * n_embd
-    tokens = batch * block
-    attention = 2 * 2 * n_layer * batch * block**2 * n_embd
-    return 6 * params * tokens + 3 * attention
+def gpt_config(size):
+    from minilm.models import GPTConfig
+
+    n_layer, n_embd, n_head, block, _batch, vocab = size
+    return GPTConfig(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block)
 
 
 def minilm_step(size, seed=0):
+    """benchmarks/train_step.py's minilm step, on the GPU."""
     import minilm as ml
-    from minilm import optim
-    from minilm.models import GPT, GPTConfig
+    from train_step import minilm_step as cpu_or_gpu_step
 
-    n_layer, n_embd, n_head, block, batch, vocab = size
     ml.set_backend("cupy")
-    ml.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block))
-    opt = optim.AdamW(optim.param_groups_no_decay(model, 0.1), lr=3e-4)
-    xp = ml.get_device("cuda").xp
-    ids = xp.asarray(np.random.default_rng(seed).integers(0, vocab, (batch, block + 1)))
-    x, y = ids[:, :-1], ids[:, 1:]
-
-    def step():
-        _, loss = model(x, targets=y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-    def sync():
-        xp.cuda.Stream.null.synchronize()
-
-    return step, sync
+    step = cpu_or_gpu_step(gpt_config(size), size[4], seed)
+    return step, ml.get_device("cuda").synchronize
 
 
 def torch_step(size, seed=0):
@@ -144,8 +129,8 @@ def main() -> None:
         # tf32 rows for minilm are measured in a child process with the variable set.
         for size_name in args.sizes.split(","):
             size = SIZES[size_name]
-            n_layer, n_embd, n_head, block, batch, vocab = size
-            flops = flops_per_step(n_layer, n_embd, block, batch, vocab)
+            batch, block = size[4], size[3]
+            flops = model_flops(gpt_config(size), batch)
             tokens = batch * block
             t_torch = time_it(*torch_step(size), args.steps)
             if tf32 and os.environ.get("CUPY_TF32") != "1":
