@@ -28,11 +28,16 @@ from . import backend as _backend
 # ---------------------------------------------------------------------------------------
 # Grad mode: whether ops record the graph. Thread-local, as each thread runs its own graphs.
 # ---------------------------------------------------------------------------------------
-_state = threading.local()
+class _ThreadState(threading.local):
+    grad_enabled = True  # class attributes: each thread starts from these defaults
+    autocast_dtype = None  # set by `minilm.amp.autocast`: the low-precision compute dtype
+
+
+_state = _ThreadState()
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "grad_enabled", True)
+    return _state.grad_enabled
 
 
 @contextmanager
@@ -387,8 +392,14 @@ class Function:
     """
 
     inputs: tuple | None = None
+    # Under `minilm.amp.autocast`: None (run in the inputs' own dtypes), "low" (cast floating
+    # inputs to the autocast dtype: the GEMM-bound ops) or "float32" (cast them up: ops whose
+    # sums and exponentials lose too much in float16). Set per class in minilm/amp.py.
+    autocast_policy: str | None = None
 
     def __call__(self, *inputs: Tensor):
+        if _state.autocast_dtype is not None and self.autocast_policy is not None:
+            inputs = _autocast_inputs(self.autocast_policy, inputs)
         if len(inputs) == 1:
             outputs = self.forward(inputs[0].data)
         else:
@@ -440,6 +451,14 @@ class Function:
     def release(self) -> None:
         """Drop inputs and saved buffers after backward (the graph can then be freed)."""
         self.__dict__.clear()
+
+
+def _autocast_inputs(policy: str, inputs: tuple) -> tuple:
+    """The floating inputs cast (differentiably) to the dtype that `policy` asks for."""
+    from .ops import astype
+
+    target = _state.autocast_dtype if policy == "low" else np.dtype(np.float32)
+    return tuple(astype(x, target) if x.dtype.kind == "f" and x.dtype != target else x for x in inputs)
 
 
 def _raise_device_mismatch(fn: Function, arrays) -> None:
@@ -545,6 +564,8 @@ def _run_functions(root: Tensor, grads: dict, leaves: list, retain_graph: bool, 
                         f"internal error: {type(fn).__name__}.backward returned a gradient of "
                         f"shape {gx.shape} for an input of shape {x.shape}"
                     )
+                if gx.dtype != x.dtype:  # a gradient has its tensor's dtype, as in mixed precision
+                    gx = _cast(gx, x.dtype)
                 entry = grads.get(id(x))
                 if entry is None:
                     grads[id(x)] = [x, gx]
@@ -568,14 +589,32 @@ def _deliver_to_leaves(leaves: list, grads: dict, create_graph: bool) -> None:
         g = grads.pop(id(leaf))[1]
         if leaf._hooks:
             g = _run_hooks(leaf, g)
-        if not create_graph:
+        if g.dtype != leaf.dtype:
+            g = _cast(g, leaf.dtype)
+        existing = leaf.grad
+        if create_graph:
+            leaf.grad = g if existing is None else existing + g
+        elif existing is not None and existing.creator is None and not existing.requires_grad:
+            # Accumulate in place, as PyTorch: `.grad` keeps its memory, which may be a view
+            # into an optimizer's flat gradient buffer (see Optimizer's flat=True).
+            existing.data += g
+            existing._version += 1
+        else:
             # A leaf's .grad must own its memory: a rule may hand the same array (or a
             # broadcast view) to several inputs, and optimizers update grads in place.
             if id(g) in handed_out or g.base is not None or not getattr(g.flags, "writeable", True):
                 g = g.copy()
             handed_out.add(id(g))
-            g = _from_array(g)
-        leaf.grad = g if leaf.grad is None else leaf.grad + g
+            leaf.grad = _from_array(g) if existing is None else existing + _from_array(g)
+
+
+def _cast(grad, dtype):
+    """A gradient (array, or Tensor while recording) converted to `dtype`."""
+    if isinstance(grad, Tensor):
+        from .ops import astype
+
+        return astype(grad, dtype)
+    return grad.astype(dtype)
 
 
 def _fill_missing(fn: Function, output_grads: list, as_tensors: bool) -> list:
