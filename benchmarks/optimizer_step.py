@@ -12,23 +12,13 @@ random arrays. Only `step()` is timed, alternating between the contenders in one
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 import minilm as ml
 from minilm import optim
 from minilm.models import GPT, GPTConfig
-
-
-def time_steps(step, steps: int) -> float:
-    samples = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+from train_step import time_steps  # benchmarks/ is the script's folder, first on sys.path
 
 
 def main() -> None:

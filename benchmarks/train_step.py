@@ -26,7 +26,7 @@ from minilm.models import GPT, GPTConfig
 def minilm_step(config: GPTConfig, batch: int, seed: int = 0):
     ml.manual_seed(seed)
     model = GPT(config)
-    opt = optim.AdamW(optim.param_groups_no_decay(model, 0.1), lr=3e-4)
+    opt = optim.AdamW(optim.param_groups_no_decay(model, 0.1), lr=3e-4, flat=True)  # as the Trainer
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, config.vocab_size, (batch, config.block_size + 1))
     x, y = ids[:, :-1], ids[:, 1:]

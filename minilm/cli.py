@@ -122,6 +122,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out for validation (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="array backend (default: MINILM_BACKEND or numpy)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss scaling (for the GPU; NumPy emulates float16 and is slower)")
     p.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--name", default=None, help="run folder name (default: MODEL-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -234,7 +236,7 @@ def prepare_train_run(args):
         training = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                                   lr=args.lr, warmup_steps=min(args.warmup, args.steps), weight_decay=args.weight_decay,
                                   eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
-                                  early_stopping_patience=args.patience, seed=args.seed)
+                                  early_stopping_patience=args.patience, seed=args.seed, precision=args.precision)
         name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.out_dir) / name
         if (run_dir / "config.json").exists():
@@ -365,7 +367,7 @@ def command_finetune(args) -> int:
     model.config.id2label = dict(enumerate(data.label_names))
     config = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.steps // 10,
                             weight_decay=0.01, eval_interval=max(1, args.steps // 4), seed=args.seed,
-                            schedule="linear", min_lr_ratio=0.0)
+                            schedule="linear", min_lr_ratio=0.0, precision=args.precision)
     task = ClassificationTask(data.subset(train_rows), data.subset(val_rows), tokenizer, args.batch_size,
                               max_length=args.max_length, seed=args.seed)
     out = Path(args.out)
@@ -454,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     finetune.add_argument("--out", default="runs/finetune", help="output folder (default runs/finetune)")
     finetune.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="array backend")
+    finetune.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                          help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss scaling (for the GPU; NumPy emulates float16 and is slower)")
     finetune.add_argument("--quiet", action="store_true", help="no progress output")
     finetune.set_defaults(run=command_finetune)
     return parser

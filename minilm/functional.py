@@ -445,6 +445,7 @@ class Attention(Function):
     def forward(self, q, k, v):
         xp = ops._xp(q)
         scores = ops.MatMul().forward(q, k.swapaxes(-1, -2))  # [..., L, E] @ [..., E, S] -> [..., L, S]
+        scores = _in_dtype(scores, scores_dtype(scores.dtype))
         scores *= self.scale
         if self.mask is not None:
             if self.mask.dtype == bool:
@@ -454,7 +455,7 @@ class Attention(Function):
         probabilities = Softmax(-1).forward(scores)  # [..., L, S]
         self.probabilities = probabilities
         weights = probabilities if self.keep is None else probabilities * self.keep
-        out = ops.MatMul().forward(weights, v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
+        out = ops.MatMul().forward(_in_dtype(weights, v.dtype), v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
         return (out, weights) if self.return_weights else out
 
     def backward(self, gy, g_weights=None):
@@ -474,11 +475,23 @@ class Attention(Function):
             g_dropped = g_dropped + g_weights
         g_probabilities = g_dropped if keep is None else g_dropped * keep
         g_scores = probabilities * (g_probabilities - (g_probabilities * probabilities).sum(axis=-1, keepdims=True))
-        g_scores = g_scores * self.scale
+        g_scores = _in_dtype(g_scores * self.scale, q.dtype)  # float32 -> float16 under mixed precision
         gq = ops._reduce_grad_to(ops._matmul(g_scores, k_), q)  # [..., L, S] @ [..., S, E]
         gk = ops._reduce_grad_to(ops._matmul(g_scores.swapaxes(-1, -2), q_), k)  # [..., S, L] @ [..., L, E]
-        gv = ops._reduce_grad_to(ops._matmul(weights.swapaxes(-1, -2), gy), v)  # [..., S, L] @ [..., L, Ev]
+        gv = ops._reduce_grad_to(ops._matmul(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy), v)  # [..., S, L] @ [..., L, Ev]
         return gq, gk, gv
+
+
+def scores_dtype(dtype):
+    """The dtype attention scores and their softmax are computed in: float32 for float16
+    inputs (mixed precision runs the matmuls in float16, but the softmax's sums and
+    exponentials, and a padding mask's large negative numbers, need float32's range)."""
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _in_dtype(x, dtype):
+    """x (array or Tensor) as `dtype`, without a copy when it already is."""
+    return x if x.dtype == dtype else x.astype(dtype)
 
 
 @register("scaled_dot_product_attention")
@@ -514,7 +527,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
             raise ValueError(f"attention: attn_mask of shape {mask.shape} does not broadcast to the scores "
                              f"{scores_shape}") from None
         if mask.dtype != bool:
-            mask = mask.astype(q.dtype)
+            mask = mask.astype(scores_dtype(q.dtype))
     keep = None
     if dropout_p > 0.0 and training:
         if not 0.0 <= dropout_p < 1.0:

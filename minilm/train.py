@@ -2,9 +2,11 @@
 
 A *task* knows its data and its loss: it hands out batches, computes the loss of a batch,
 and evaluates on validation data. The Trainer does the rest, the same for every task:
-gradient accumulation, AdamW with no-decay groups, warmup + cosine/linear decay, gradient
-clipping, evaluation, early stopping, JSON-lines metrics, a loss plot, and checkpoints that
-resume bit for bit (model, optimizer, schedule, random generators and data position).
+gradient accumulation, AdamW with no-decay groups (over one flat buffer), warmup +
+cosine/linear decay, gradient clipping, mixed precision (precision="fp16": autocast and
+dynamic loss scaling, see `minilm.amp`), evaluation (in float32), early stopping, JSON-lines
+metrics, a loss plot, and checkpoints that resume bit for bit (model, optimizer, loss
+scale, schedule, random generators and data position).
 
 Under `mpiexec -n N` the Trainer trains data-parallel (see `minilm.distributed`): every
 rank draws the same global batch and trains on its slice, gradients are averaged with one
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as _backend
-from . import distributed, nn, optim
+from . import amp, distributed, nn, optim
 from .autograd import Tensor, no_grad
 from .data import MaskedLMCollator, RandomWindowSampler, atomic_write_text, sequential_windows
 from .serialization import load_file, save_file
@@ -54,9 +56,12 @@ class TrainingConfig:
     checkpoint_interval: int = 500
     log_interval: int = 10
     seed: int = 0
+    precision: str = "fp32"  # "fp32" | "fp16" (autocast + dynamic loss scaling; see minilm.amp)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        if self.precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
         for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "checkpoint_interval", "log_interval"):
@@ -223,7 +228,14 @@ class Trainer:
         self.comm = comm if comm is not None else distributed.init()  # a world of one without MPI
         self.quiet = quiet or not self.comm.is_main
         c = config
-        self.optimizer = optim.AdamW(optim.param_groups_no_decay(model, c.weight_decay), lr=c.lr, betas=c.betas)
+        params = [p for p in model.parameters() if p.requires_grad]
+        # One flat buffer for all parameters (one fused update) when they share a dtype and
+        # device, as models do: bit for bit the per-parameter update, in fewer, larger passes.
+        flat = len({(p.dtype, p.device.name) for p in params}) == 1
+        self.optimizer = optim.AdamW(optim.param_groups_no_decay(model, c.weight_decay), lr=c.lr, betas=c.betas,
+                                     flat=flat)
+        self.mixed_precision = c.precision == "fp16"
+        self.scaler = amp.GradScaler(enabled=self.mixed_precision)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.history: list[dict] = []  # one record per logged step / evaluation
@@ -275,6 +287,9 @@ class Trainer:
             tokens_seen += tokens
             self.step += 1
             record = {"step": self.step, "loss": loss_value, "lr": self.scheduler.get_last_lr()[0]}
+            if self.mixed_precision:
+                record["loss_scale"] = self.scaler.get_scale()
+                record["skipped_steps"] = self.scaler.skipped_steps
             elapsed = time.perf_counter() - started
             record["tokens_per_s"] = tokens_seen / elapsed if elapsed > 0 else 0.0
             if self.step % c.log_interval == 0 or self.step == last:
@@ -298,11 +313,12 @@ class Trainer:
         total, tokens = 0.0, 0
         for _ in range(c.grad_accum):
             batch = self.comm.shard(self.task.next_batch())  # every rank draws the global batch
-            loss = self.task.loss(self.model, batch)
+            with amp.autocast(enabled=self.mixed_precision):
+                loss = self.task.loss(self.model, batch)
             value = float(loss.item())
             if self._allreduce is None:
                 self._check_finite(value)
-            (loss * (1.0 / c.grad_accum)).backward()
+            self.scaler.scale(loss * (1.0 / c.grad_accum)).backward()
             total += value / c.grad_accum
             first = next(iter(batch.values()))
             tokens += int(np.prod(first.shape)) * self.comm.size
@@ -312,9 +328,13 @@ class Trainer:
             # classification). A NaN on any rank makes the mean NaN, so all ranks stop together.
             total = self._allreduce(total)
             self._check_finite(total)
+        # fp16: true gradients again before clipping; a step whose gradients overflowed is
+        # skipped and the loss scale backs off (ranks agree: they hold the same averages).
+        self.scaler.unscale_(self.optimizer)
         if c.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad()
         return total, tokens
@@ -401,6 +421,7 @@ class Trainer:
             "step": self.step,
             "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars},
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "task": self.task.state_dict(),
             "best_metric": self.best_metric if math.isfinite(self.best_metric) else None,
             "evals_without_improvement": self.evals_without_improvement,
@@ -428,6 +449,11 @@ class Trainer:
             optimizer_state["state"].setdefault(int(index), {})[name] = Tensor(value) if isinstance(value, np.ndarray) else value
         self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.mixed_precision:
+            if not state.get("scaler"):
+                raise ValueError(f"{folder}: the checkpoint was written by a float32 run; it has no loss-scaler "
+                                 "state to continue with precision 'fp16'")
+            self.scaler.load_state_dict(state["scaler"])
         self.task.load_state_dict(state["task"])
         self.step = state["step"]
         self.best_metric = state["best_metric"] if state["best_metric"] is not None else math.inf

@@ -179,3 +179,25 @@ def test_unused_outputs_of_a_split_get_zero_gradient():
     a, b, c = ml.split(x, 3)
     (b * 2.0).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [0, 0, 2, 2, 0, 0])
+
+
+def test_backward_accumulates_into_the_existing_grad_in_place():
+    # As PyTorch: a second backward adds into the same .grad array, so a .grad that is a
+    # view (e.g. into an optimizer's flat buffer) keeps receiving the gradients.
+    x = ml.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    (x * x).sum().backward()
+    first = x.grad
+    buffer = first.data
+    (3 * x).sum().backward()
+    assert x.grad is first and x.grad.data is buffer
+    np.testing.assert_allclose(x.grad.numpy(), [5.0, 7.0, 9.0])
+
+
+def test_a_gradient_has_the_dtype_of_its_tensor():
+    # float32 * float64 makes a float64 result; the float32 input's gradient is float32.
+    a = ml.tensor([1.0, 2.0], dtype=ml.float32, requires_grad=True)
+    b = ml.tensor([3.0, 4.0], dtype=ml.float64, requires_grad=True)
+    h = a.to(dtype=ml.float16) * 2.0  # an intermediate float16 tensor on the way
+    ((h * b).sum() + (a * b).sum()).backward()
+    assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+    np.testing.assert_allclose(a.grad.numpy(), [9.0, 12.0])

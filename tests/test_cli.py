@@ -50,6 +50,18 @@ def test_eval_and_resume(trained_run, capsys):
     assert state["step"] == 6
 
 
+def test_train_in_mixed_precision_logs_the_loss_scale(trained_run, tmp_path):
+    _, data = trained_run
+    code = main(["train", "--data", str(data), "--steps", "3", "--eval-interval", "3", "--vocab-size", "300",
+                 "--layers", "1", "--width", "16", "--heads", "2", "--block-size", "16", "--batch-size", "4",
+                 "--samples", "0", "--precision", "fp16", "--out-dir", str(tmp_path), "--name", "half", "--quiet"])
+    assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert steps and all(r["loss_scale"] == 65536.0 for r in steps)
+    assert json.loads((tmp_path / "half" / "config.json").read_text())["training"]["precision"] == "fp16"
+
+
 def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing.txt")]) == 2
     err = capsys.readouterr().err
@@ -61,7 +73,7 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
 def test_python_dash_m_and_help():
     result = subprocess.run([sys.executable, "-m", "minilm", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for option in ("--data", "--model", "--tokenizer", "--backend", "--resume", "--steps"):
+    for option in ("--data", "--model", "--tokenizer", "--backend", "--precision", "--resume", "--steps"):
         assert option in result.stdout
 
 

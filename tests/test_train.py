@@ -86,3 +86,26 @@ def test_early_stopping_when_validation_stops_improving(tmp_path):
     history = trainer.fit()
     assert trainer.step == 8  # evaluations at 4 (best) and 8 (no improvement): stop
     assert max(r["step"] for r in history) == 8
+
+
+def test_mixed_precision_training_resumes_bit_for_bit_and_tracks_float32(tmp_path):
+    fp32 = _setup(tmp_path / "fp32").fit()
+    uninterrupted = _setup(tmp_path / "a", precision="fp16").fit()
+    first = _setup(tmp_path / "b", precision="fp16")
+    first.fit(stop_at_step=6)
+    state = json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["scaler"]["scale"] == 65536.0 and state["scaler"]["growth_tracker"] == 6
+    resumed = _setup(tmp_path / "b", precision="fp16")
+    resumed.load_checkpoint(tmp_path / "b" / "checkpoint")
+    history = resumed.fit()
+    if ml.default_device().name == "cpu":
+        assert _losses(history) == _losses(uninterrupted)
+    else:
+        np.testing.assert_allclose(np.array(_losses(history)), np.array(_losses(uninterrupted)), rtol=1e-5)
+    assert all(r["loss_scale"] == 65536.0 and r["skipped_steps"] == 0 for r in history if "loss" in r)
+    # float16 matmuls follow the float32 run closely on this small model
+    np.testing.assert_allclose(np.array(_losses(uninterrupted))[:, 1], np.array(_losses(fp32))[:, 1], rtol=1e-2)
+    # a float32 checkpoint cannot silently start a float16 run without its loss scale
+    fresh = _setup(tmp_path / "c", precision="fp16")
+    with pytest.raises(ValueError, match="no loss-scaler state"):
+        fresh.load_checkpoint(tmp_path / "fp32" / "checkpoint")

@@ -126,6 +126,7 @@ class MultiHeadAttention(Module):
         """One mask for F.scaled_dot_product_attention: boolean 'may attend' [.., L, S] if all
         inputs are boolean, else an additive float mask (-inf where not allowed)."""
         xp = like.device.xp
+        dtype = F.scores_dtype(like.dtype)  # float32 under mixed precision: masks need its range
         allowed, additive = None, None
 
         def restrict(keep):
@@ -151,7 +152,7 @@ class MultiHeadAttention(Module):
             if m.dtype == bool:
                 restrict(~m)
             else:
-                add(m.astype(like.dtype))
+                add(m.astype(dtype))
         if key_padding_mask is not None:
             m = _array(key_padding_mask, xp)
             if m.shape != (batch, source):
@@ -161,11 +162,11 @@ class MultiHeadAttention(Module):
             if m.dtype == bool:
                 restrict(~m)
             else:
-                add(m.astype(like.dtype))
+                add(m.astype(dtype))
         if additive is None:
             return allowed
         if allowed is not None:
-            additive = xp.where(allowed, additive, -np.inf).astype(like.dtype)
+            additive = xp.where(allowed, additive, -np.inf).astype(dtype)
         return additive
 
 
