@@ -8,7 +8,8 @@ goes through the adaptive scaling. AdamW decouples it: p *= 1 - lr wd, before th
 
 The update runs in place with `out=` operations on one scratch buffer per parameter shape,
 so a step allocates nothing: on a large model the optimizer is memory-bound, and every
-temporary array is an extra pass over memory.
+temporary array is an extra pass over memory. With flat=True the same operations run over
+one buffer holding all parameters (see `minilm.optim.flat`).
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class Adam(Optimizer):
         decay = 1 - lr * weight_decay if weight_decay and self.decoupled_weight_decay else 1.0
         return decay, lr / (1 - beta1**step), 1 / math.sqrt(1 - beta2**step)
 
-    def _adam(self, p, grad, m, v, group, step, tmp) -> None:
-        """The update of arrays p, m, v in place from grad; tmp is scratch of the same shape."""
+    def _adam(self, p, grad, m, v, group, step, scratch=None) -> None:
+        """The update of arrays p, m, v in place from grad. scratch: a temporary of p's shape
+        (default: the optimizer's buffer for that shape; a fused device kernel needs none)."""
         xp = _backend.array_module(p)
         (beta1, beta2), eps, weight_decay = group["betas"], group["eps"], group["weight_decay"]
         decay, step_size, inv_sqrt_bias2 = self._coefficients(group, step)
@@ -93,6 +95,7 @@ class Adam(Optimizer):
             grad = grad + weight_decay * p  # Adam's L2 term goes through the adaptive scaling
         if _backend.device_of(p).adam_step(p, grad, m, v, beta1, beta2, step_size, inv_sqrt_bias2, eps, decay):
             return  # the device ran the whole update as one fused kernel
+        tmp = self._buffer(p) if scratch is None else scratch
         if decay != 1.0:
             p *= decay
         m *= beta1  # m = beta1 m + (1 - beta1) g
@@ -117,7 +120,7 @@ class Adam(Optimizer):
             state["exp_avg"] = xp.zeros_like(p)
             state["exp_avg_sq"] = xp.zeros_like(p)
         state["step"] += 1
-        self._adam(p, grad, state["exp_avg"], state["exp_avg_sq"], group, state["step"], self._buffer(p))
+        self._adam(p, grad, state["exp_avg"], state["exp_avg_sq"], group, state["step"])
 
     # -- the flat path ---------------------------------------------------------------------------
     def step(self, closure=None):
@@ -131,7 +134,7 @@ class Adam(Optimizer):
             flat = self.flat
             flat.attach()
             index = 0
-            for group, (start, end) in zip(self.param_groups, flat.group_ranges):
+            for group in self.param_groups:
                 # Parameters with equal step counts (all of them, unless a checkpoint from a
                 # flat=False run said otherwise) are updated together as one range.
                 runs = []
@@ -155,8 +158,7 @@ class Adam(Optimizer):
     def _flat_update(self, start: int, end: int, group: dict, step: int) -> None:
         arrays = (self.flat.data, self.flat.grads, self._flat_m, self._flat_v)
         if _backend.device_of(self.flat.data).name != "cpu":
-            p, g, m, v = (a[start:end] for a in arrays)
-            self._adam(p, g, m, v, group, step, self._buffer(p))
+            self._adam(*(a[start:end] for a in arrays), group, step)  # one fused kernel
             return
         chunks = -(-(end - start) // _CHUNK)
         threads = min(_cpu_threads(), chunks)

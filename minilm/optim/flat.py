@@ -39,14 +39,10 @@ class FlatParameters:
         self.data = xp.empty(self.size, dtype=first.dtype)
         self.grads = xp.zeros(self.size, dtype=first.dtype)
         self.ranges: list[tuple[int, int]] = []  # per parameter, [start, end) in the buffers
-        self.group_ranges: list[tuple[int, int]] = []  # per group
         start = 0
-        for group in param_groups:
-            group_start = start
-            for p in group["params"]:
-                self.ranges.append((start, start + p.size))
-                start += p.size
-            self.group_ranges.append((group_start, start))
+        for p in params:
+            self.ranges.append((start, start + p.size))
+            start += p.size
         self._data_views = [self.view(self.data, i) for i in range(len(params))]
         self._grad_views = [self.view(self.grads, i) for i in range(len(params))]
         self._grad_tensors = [Tensor(view) for view in self._grad_views]
