@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from train_step import add_model_arguments  # benchmarks/ is the script's folder, first on sys.path
+
 
 def worker(args) -> None:
     """One process (or rank) of a set-up: time the steps, print one JSON line on rank 0."""
@@ -117,13 +119,7 @@ def sizes(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--block", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16, help="global batch (split over the ranks)")
-    parser.add_argument("--vocab", type=int, default=2048)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round (median taken)")
+    add_model_arguments(parser, batch_help="global batch (split over the ranks)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the set-ups; the best one counts")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

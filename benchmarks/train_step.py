@@ -113,15 +113,20 @@ def model_flops(config: GPTConfig, batch: int) -> float:
     return 6 * n * tokens + 3 * attention
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser, batch_help: str | None = None) -> None:
+    """The GPT size and timing options this benchmark and distributed_bench.py share."""
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--block", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=16, help=batch_help)
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round (median taken)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
     parser.add_argument("--profile", action="store_true", help="print minilm's cProfile top entries")
     args = parser.parse_args()
