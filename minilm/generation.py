@@ -150,63 +150,49 @@ class StaticKVCache(nn.KVCache):
             self.value_buffer = self.value_buffer[rows]
 
 
-class _GPTDecoder:
-    def __init__(self, model, capacity: int, use_cache: bool):
+class CausalDecoder:
+    """The decoder state of any causal LM whose forward takes `(ids, attention_mask=,
+    caches=)` and returns logits [B, T, V] (GPT, Llama): one preallocated KV cache per layer.
+
+    A model hands one out from its `decoder(capacity, use_cache)` method; the generation
+    loops only call `start`, `advance` and `reorder`, so they never name a model class.
+    """
+
+    def __init__(self, model, num_layers: int, capacity: int, use_cache: bool):
         self.model, self.use_cache, self.capacity = model, use_cache, capacity
-        self.caches = [StaticKVCache(capacity) for _ in model.blocks] if use_cache else None
+        self.caches = [StaticKVCache(capacity) for _ in range(num_layers)] if use_cache else None
         self.ids = None  # the whole sequence so far, for the uncached path
 
     def start(self, ids: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
+        """Run the prompt [N, T]; return the next-token logits [N, V] (host, float64)."""
         self.ids = ids
         logits = self.model(ids, attention_mask=attention_mask, caches=self.caches)
-        return _last_logits(logits)
+        return last_logits(logits)
 
     def advance(self, tokens: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
+        """Feed one new token per row [N]; return the next-token logits [N, V]."""
         self.ids = np.concatenate([self.ids, tokens[:, None]], axis=1)
         if self.use_cache:
             logits = self.model(tokens[:, None], attention_mask=attention_mask, caches=self.caches)
         else:
             logits = self.model(self.ids, attention_mask=attention_mask)
-        return _last_logits(logits)
+        return last_logits(logits)
 
     def reorder(self, rows: np.ndarray) -> None:
+        """Keep the rows of the surviving beams (row i <- old row rows[i])."""
         self.ids = self.ids[rows]
         for cache in self.caches or ():
             cache.reorder(rows)
 
 
-class _LSTMDecoder:
-    def __init__(self, model):
-        self.model, self.state = model, None
-
-    def start(self, ids: np.ndarray, attention_mask) -> np.ndarray:
-        if attention_mask is not None and not np.all(attention_mask):
-            raise ValueError("generate: the LSTM language model takes unpadded prompts (one length per batch)")
-        logits, self.state = self.model(ids, state=None, return_state=True)
-        return _last_logits(logits)
-
-    def advance(self, tokens: np.ndarray, attention_mask) -> np.ndarray:
-        logits, self.state = self.model(tokens[:, None], state=self.state, return_state=True)
-        return _last_logits(logits)
-
-    def reorder(self, rows: np.ndarray) -> None:
-        h, c = self.state
-        xp_rows = h.device.xp.asarray(rows)
-        self.state = (Tensor(h.data[:, xp_rows]), Tensor(c.data[:, xp_rows]))
-
-
-def _last_logits(logits: Tensor) -> np.ndarray:
+def last_logits(logits: Tensor) -> np.ndarray:
     return logits[:, -1].numpy().astype(np.float64)  # [N, V] on the host, float64 for stable sums
 
 
 def _decoder_for(model, capacity: int, use_cache: bool):
-    from .models import GPT, LSTMLanguageModel
-
-    if isinstance(model, GPT):
-        return _GPTDecoder(model, capacity, use_cache)
-    if isinstance(model, LSTMLanguageModel):
-        return _LSTMDecoder(model)
-    raise TypeError(f"generate: no decoder for {type(model).__name__}")
+    if not hasattr(model, "decoder"):
+        raise TypeError(f"generate: {type(model).__name__} has no decoder(capacity, use_cache) method")
+    return model.decoder(capacity, use_cache)
 
 
 # ---------------------------------------------------------------------------------------

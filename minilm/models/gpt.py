@@ -17,7 +17,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn, ops
 from ..autograd import Tensor
-from ..generation import GenerationMixin
+from ..generation import CausalDecoder, GenerationMixin
 from .hf import WeightMap, load_mapped, read_config, save_mapped
 
 
@@ -131,8 +131,9 @@ class GPT(nn.Module, GenerationMixin):
             results += (attentions,)
         return results[0] if len(results) == 1 else results
 
-    def new_caches(self) -> list:
-        return [nn.KVCache() for _ in self.blocks]
+    def decoder(self, capacity: int, use_cache: bool = True) -> CausalDecoder:
+        """The generation loops' view of this model: see `minilm.generation.CausalDecoder`."""
+        return CausalDecoder(self, len(self.blocks), capacity, use_cache)
 
     def num_parameters(self, trainable_only: bool = False, exclude_positions: bool = False) -> int:
         count = super().num_parameters(trainable_only)

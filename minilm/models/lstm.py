@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .. import functional as F
 from .. import nn, ops
 from ..autograd import Tensor
-from ..generation import GenerationMixin
+from ..generation import GenerationMixin, last_logits
 
 
 @dataclass
@@ -63,3 +65,29 @@ class LSTMLanguageModel(nn.Module, GenerationMixin):
         if return_state:
             results += (state,)
         return results[0] if len(results) == 1 else results
+
+    def decoder(self, capacity: int, use_cache: bool = True) -> "LSTMDecoder":
+        """The generation loops' view of this model: its (h, c) state is the whole cache."""
+        return LSTMDecoder(self)
+
+
+class LSTMDecoder:
+    """Decoder state for generation: the recurrent state carries every earlier token."""
+
+    def __init__(self, model: LSTMLanguageModel):
+        self.model, self.state = model, None
+
+    def start(self, ids: np.ndarray, attention_mask) -> np.ndarray:
+        if attention_mask is not None and not np.all(attention_mask):
+            raise ValueError("generate: the LSTM language model takes unpadded prompts (one length per batch)")
+        logits, self.state = self.model(ids, state=None, return_state=True)
+        return last_logits(logits)
+
+    def advance(self, tokens: np.ndarray, attention_mask) -> np.ndarray:
+        logits, self.state = self.model(tokens[:, None], state=self.state, return_state=True)
+        return last_logits(logits)
+
+    def reorder(self, rows: np.ndarray) -> None:
+        h, c = self.state
+        xp_rows = h.device.xp.asarray(rows)
+        self.state = (Tensor(h.data[:, xp_rows]), Tensor(c.data[:, xp_rows]))
