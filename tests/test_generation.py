@@ -8,8 +8,10 @@ import minilm as ml
 from minilm.generation import StaticKVCache, top_k_filter, top_p_filter
 from minilm.models import GPT, GPTConfig, LSTMConfig, LSTMLanguageModel
 
-torch = pytest.importorskip("torch", reason="PyTorch runs the reference GPT-2")
-transformers = pytest.importorskip("transformers", reason="transformers' generate is the reference")
+from .helpers import oracle
+
+torch = oracle("torch", reason="PyTorch runs the reference GPT-2")
+transformers = oracle("transformers", reason="transformers' generate is the reference")
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ from minilm.models import (
     sentence_embeddings,
 )
 
-torch = pytest.importorskip("torch", reason="PyTorch runs the reference BERT")
-transformers = pytest.importorskip("transformers", reason="transformers provides the reference BERT")
+from ..helpers import oracle
+
+torch = oracle("torch", reason="PyTorch runs the reference BERT")
+transformers = oracle("transformers", reason="transformers provides the reference BERT")
 
 
 def _minilm_folder() -> Path:
