@@ -60,8 +60,10 @@ def test_real_minilm_hidden_states_and_embeddings_match_transformers(minilm_pair
         hidden = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).numpy()
     real = np.array(batch["attention_mask"], dtype=bool)
     assert np.abs(hidden - expected)[real].max() <= 1e-4
-    # padded positions carry no meaning, but they are finite and close as well
-    assert np.isfinite(hidden).all()
+    # padded positions carry no meaning, but they are computed as transformers computes them
+    # (they attend to the real tokens): close as well (seen: 5e-5; real positions 2e-6)
+    assert (~real).any()
+    assert np.abs(hidden - expected)[~real].max() <= 1e-4
 
     embeddings = sentence_embeddings(model, tokenizer, SENTENCES).numpy()
     pooled = (expected * real[..., None]).sum(1) / real.sum(1, keepdims=True)
