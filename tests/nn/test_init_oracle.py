@@ -19,23 +19,23 @@ CONV = (64, 16, 3, 3)  # [out, in, kh, kw]: fan_in 144, fan_out 576 (the kernel 
 
 # (name, minilm fill, torch fill, shape, bounded): each pair is called with the same arguments.
 CASES = [
-    ("uniform(-2, 3)", lambda t: init.uniform_(t, -2.0, 3.0), lambda t: torch.nn.init.uniform_(t, -2.0, 3.0),
+    ("uniform(-2,3)", lambda t: init.uniform_(t, -2.0, 3.0), lambda t: torch.nn.init.uniform_(t, -2.0, 3.0),
      LINEAR, True),
-    ("normal(1, 0.5)", lambda t: init.normal_(t, 1.0, 0.5), lambda t: torch.nn.init.normal_(t, 1.0, 0.5),
+    ("normal(1,0.5)", lambda t: init.normal_(t, 1.0, 0.5), lambda t: torch.nn.init.normal_(t, 1.0, 0.5),
      LINEAR, False),
     ("xavier_uniform", init.xavier_uniform_, torch.nn.init.xavier_uniform_, LINEAR, True),
-    ("xavier_uniform tanh gain, conv", lambda t: init.xavier_uniform_(t, gain=5 / 3),
+    ("xavier_uniform-tanh-gain-conv", lambda t: init.xavier_uniform_(t, gain=5 / 3),
      lambda t: torch.nn.init.xavier_uniform_(t, gain=5 / 3), CONV, True),
-    ("xavier_normal gain 2", lambda t: init.xavier_normal_(t, gain=2.0),
+    ("xavier_normal-gain-2", lambda t: init.xavier_normal_(t, gain=2.0),
      lambda t: torch.nn.init.xavier_normal_(t, gain=2.0), LINEAR, False),
-    ("kaiming_uniform default", init.kaiming_uniform_, torch.nn.init.kaiming_uniform_, LINEAR, True),
-    ("kaiming_uniform a=sqrt(5) (Linear's)", lambda t: init.kaiming_uniform_(t, a=math.sqrt(5)),
+    ("kaiming_uniform-default", init.kaiming_uniform_, torch.nn.init.kaiming_uniform_, LINEAR, True),
+    ("kaiming_uniform-a=sqrt5-Linear", lambda t: init.kaiming_uniform_(t, a=math.sqrt(5)),
      lambda t: torch.nn.init.kaiming_uniform_(t, a=math.sqrt(5)), LINEAR, True),
-    ("kaiming_uniform fan_out relu, conv", lambda t: init.kaiming_uniform_(t, mode="fan_out", nonlinearity="relu"),
+    ("kaiming_uniform-fan_out-relu-conv", lambda t: init.kaiming_uniform_(t, mode="fan_out", nonlinearity="relu"),
      lambda t: torch.nn.init.kaiming_uniform_(t, mode="fan_out", nonlinearity="relu"), CONV, True),
-    ("kaiming_normal relu", lambda t: init.kaiming_normal_(t, nonlinearity="relu"),
+    ("kaiming_normal-relu", lambda t: init.kaiming_normal_(t, nonlinearity="relu"),
      lambda t: torch.nn.init.kaiming_normal_(t, nonlinearity="relu"), LINEAR, False),
-    ("kaiming_normal fan_out leaky 0.2, conv", lambda t: init.kaiming_normal_(t, a=0.2, mode="fan_out"),
+    ("kaiming_normal-fan_out-leaky-0.2-conv", lambda t: init.kaiming_normal_(t, a=0.2, mode="fan_out"),
      lambda t: torch.nn.init.kaiming_normal_(t, a=0.2, mode="fan_out"), CONV, False),
 ]
 
