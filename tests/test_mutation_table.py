@@ -15,9 +15,12 @@ def test_every_breakage_in_the_mutation_table_is_current():
 
 def test_a_stale_breakage_is_reported(tmp_path):
     (tmp_path / "m.py").write_text("x = 1\nx = 1\n", encoding="utf-8")
+    (tmp_path / "n.py").write_text("a = 1\nb = 2\n", encoding="utf-8")
     stale = [Breakage("gone", "g", "m.py", "y = 2", "y = 3", ("m.py",)),
-             Breakage("twice", "t", "m.py", "x = 1", "x = 2", ("t.py::test_f",))]
+             Breakage("twice", "t", "m.py", "x = 1", "x = 2", ("t.py::test_f",)),
+             Breakage("indent", "i", "n.py", "b = 2", "    b = 3", ("n.py",))]
     problems = check_table(tmp_path, stale)
+    assert any(p.startswith("indent: the broken n.py does not compile") for p in problems)
     assert any(p.startswith("gone: the snippet occurs 0 times") for p in problems)
     assert any(p.startswith("twice: the snippet occurs 2 times") for p in problems)
     assert any(p.startswith("twice: target t.py does not exist") for p in problems)

@@ -60,24 +60,24 @@ class Breakage:
 BREAKAGES = [
     # The seven that used to pass the whole suite (issue 21), each with the test added for it.
     Breakage("accum-sum", "gradient accumulation sums micro-batch gradients instead of averaging",
-             "minilm/train.py",
+             "minilm/train/trainer.py",
              "self.scaler.scale(loss * (1.0 / c.grad_accum)).backward()",
              "self.scaler.scale(loss).backward()",
              ("tests/test_train_oracles.py::test_gradient_accumulation_equals_one_batch_twice_the_size",)),
     Breakage("accum-last", "gradient accumulation keeps only the last micro-batch",
-             "minilm/train.py",
+             "minilm/train/trainer.py",
              "            self.scaler.scale(loss * (1.0 / c.grad_accum)).backward()",
              "            self.optimizer.zero_grad()\n            self.scaler.scale(loss * (1.0 / c.grad_accum)).backward()",
              ("tests/test_train_oracles.py::test_gradient_accumulation_equals_one_batch_twice_the_size",)),
     Breakage("trainer-drops-grads", "the Trainer discards every gradient before the optimizer step",
-             "minilm/train.py",
+             "minilm/train/trainer.py",
              "        self.scaler.step(self.optimizer)",
              "        self.optimizer.zero_grad()\n        self.scaler.step(self.optimizer)",
              ("tests/test_train_oracles.py::test_a_short_training_run_lowers_the_loss_and_beats_the_unigram_baseline",)),
     Breakage("resume-no-scaler", "resume skips the GradScaler's state (loss scale)",
-             "minilm/train.py",
-             '            self.scaler.load_state_dict(state["scaler"])',
-             "            pass",
+             "minilm/train/checkpoint.py",
+             '        trainer.scaler.load_state_dict(state["scaler"])',
+             "        pass",
              ("tests/test_train_oracles.py::test_a_resume_continues_from_the_backed_off_loss_scale",)),
     Breakage("perplexity-doubled", "minilm.eval.perplexity returns twice the perplexity",
              "minilm/eval.py",
@@ -132,19 +132,20 @@ BREAKAGES = [
              "        self.ids = self.ids[rows]",
              ("tests/test_generation.py", "-k", "beam")),
     Breakage("resume-model", "resume leaves the model's weights as initialised",
-             "minilm/train.py",
-             "        self.model.load_state_dict(weights)",
-             "        pass",
+             "minilm/train/checkpoint.py",
+             "    trainer.model.load_state_dict(weights)",
+             "    pass",
              ("tests/test_train.py::test_resuming_from_a_checkpoint_gives_bit_identical_losses",)),
     Breakage("resume-optimizer", "resume skips the optimizer's moments and step count",
-             "minilm/train.py",
-             "        self.optimizer.load_state_dict(optimizer_state)",
-             "        pass",
+             "minilm/train/checkpoint.py",
+             '    trainer.optimizer.load_state_dict({"state": join_optimizer_state(arrays, state["optimizer"]["scalars"]),\n'
+             '                                       "param_groups": state["optimizer"]["param_groups"]})',
+             "    pass",
              ("tests/test_train.py::test_resuming_from_a_checkpoint_gives_bit_identical_losses",)),
     Breakage("resume-data", "resume restarts the data sampler instead of continuing it",
-             "minilm/train.py",
-             '        self.task.load_state_dict(state["task"])',
-             "        pass",
+             "minilm/train/checkpoint.py",
+             '    trainer.task.load_state_dict(state["task"])',
+             "    pass",
              ("tests/test_train.py::test_resuming_from_a_checkpoint_gives_bit_identical_losses",)),
     Breakage("bpe-chunk-counts", "BPE training counts each distinct chunk once, not by frequency",
              "minilm/tokenizers/bpe.py",
@@ -185,8 +186,9 @@ BREAKAGES = [
 
 
 def check_table(root: Path = ROOT, breakages=BREAKAGES) -> list[str]:
-    """Problems that make entries stale: a snippet not found exactly once, a target test
-    file or test function that no longer exists, a duplicate name."""
+    """Problems that make entries stale: a snippet not found exactly once, a replacement
+    that does not compile, a target test file or test function that no longer exists, a
+    duplicate name."""
     problems = []
     names = [b.name for b in breakages]
     for name in sorted({n for n in names if names.count(n) > 1}):
@@ -201,6 +203,11 @@ def check_table(root: Path = ROOT, breakages=BREAKAGES) -> list[str]:
                             f"{b.old[:60]!r}")
         elif b.old == b.new:
             problems.append(f"{b.name}: the replacement equals the snippet")
+        else:
+            try:  # a breakage must be a wrong program, not a syntax error
+                compile(source.replace(b.old, b.new), b.file, "exec")
+            except SyntaxError as error:
+                problems.append(f"{b.name}: the broken {b.file} does not compile ({error.msg}, line {error.lineno})")
         for target in _target_paths(b):
             file, _, function = target.partition("::")
             if not (root / file).exists():
