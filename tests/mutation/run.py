@@ -67,7 +67,8 @@ BREAKAGES = [
     Breakage("accum-last", "gradient accumulation keeps only the last micro-batch",
              "minilm/train/trainer.py",
              "            self.scaler.scale(loss * (1.0 / c.grad_accum)).backward()",
-             "            self.optimizer.zero_grad()\n            self.scaler.scale(loss * (1.0 / c.grad_accum)).backward()",
+             "            self.optimizer.zero_grad()\n"
+             "            self.scaler.scale(loss * (1.0 / c.grad_accum)).backward()",
              ("tests/test_train_oracles.py::test_gradient_accumulation_equals_one_batch_twice_the_size",)),
     Breakage("trainer-drops-grads", "the Trainer discards every gradient before the optimizer step",
              "minilm/train/trainer.py",
@@ -96,7 +97,8 @@ BREAKAGES = [
              ("tests/nn/test_init_oracle.py",)),
     Breakage("kaiming-zeros", "kaiming_uniform_ fills zeros",
              "minilm/nn/init.py",
-             "    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)\n    return uniform_(tensor, -bound, bound)",
+             "    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)\n"
+             "    return uniform_(tensor, -bound, bound)",
              "    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)\n    return zeros_(tensor)",
              ("tests/nn/test_init_oracle.py",)),
     Breakage("gelu-exact", "GPT-2's tanh GELU swapped for the exact (erf) GELU",
@@ -128,7 +130,9 @@ BREAKAGES = [
              ("tests/test_generation.py", "-k", "beam")),
     Breakage("kv-reorder", "beam search does not reorder the KV cache with the surviving beams",
              "minilm/generation.py",
-             "        self.ids = self.ids[rows]\n        for cache in self.caches or ():\n            cache.reorder(rows)",
+             "        self.ids = self.ids[rows]\n"
+             "        for cache in self.caches or ():\n"
+             "            cache.reorder(rows)",
              "        self.ids = self.ids[rows]",
              ("tests/test_generation.py", "-k", "beam")),
     Breakage("resume-model", "resume leaves the model's weights as initialised",
@@ -138,7 +142,8 @@ BREAKAGES = [
              ("tests/test_train.py::test_resuming_from_a_checkpoint_gives_bit_identical_losses",)),
     Breakage("resume-optimizer", "resume skips the optimizer's moments and step count",
              "minilm/train/checkpoint.py",
-             '    trainer.optimizer.load_state_dict({"state": join_optimizer_state(arrays, state["optimizer"]["scalars"]),\n'
+             '    trainer.optimizer.load_state_dict({"state": join_optimizer_state(arrays, '
+             'state["optimizer"]["scalars"]),\n'
              '                                       "param_groups": state["optimizer"]["param_groups"]})',
              "    pass",
              ("tests/test_train.py::test_resuming_from_a_checkpoint_gives_bit_identical_losses",)),
@@ -284,8 +289,8 @@ def run(breakages, baseline: bool = True, timeout: int = TIMEOUT_S, log=print) -
             elif status == 0:
                 result = ("SURVIVED", "every targeted test passed")
             else:
-                why = "timed out" if status is None else f"pytest exit {status}: " + (output.strip().splitlines() or [""])[-1]
-                result = ("ERROR", why)
+                last_line = (output.strip().splitlines() or [""])[-1]
+                result = ("ERROR", "timed out" if status is None else f"pytest exit {status}: {last_line}")
             results.append((b, *result, seconds))
             log(f"{b.name:24} {result[0]:9} {result[1]}  ({seconds:.0f} s)")
     return results
