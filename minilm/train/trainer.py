@@ -164,7 +164,8 @@ class Trainer:
             if self.out_dir is not None and (self.step % c.checkpoint_interval == 0 or self.step == last or stop):
                 self.save_checkpoint()
             if stop:
-                self._say(f"early stopping at step {self.step}: {c.early_stopping_patience} evaluations without improvement")
+                self._say(f"early stopping at step {self.step}: {c.early_stopping_patience} evaluations "
+                          "without improvement")
                 break
 
     def _train_step(self) -> tuple[float, int]:
