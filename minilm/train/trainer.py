@@ -124,7 +124,7 @@ class Trainer:
     def _lr_factor(self, step: int) -> float:
         c = self.config
         if c.schedule == "constant":
-            return 1.0 if step >= c.warmup_steps or c.warmup_steps == 0 else (step + 1) / c.warmup_steps
+            return optim.lr_scheduler.warmup_constant(step, c.warmup_steps)
         schedule = optim.lr_scheduler.warmup_cosine if c.schedule == "cosine" else optim.lr_scheduler.warmup_linear
         return schedule(step, c.warmup_steps, c.max_steps, c.min_lr_ratio)
 
