@@ -510,15 +510,6 @@ class GGUFFile:
         return out.reshape(info.shape)
 
 
-def dequantize(data: np.ndarray, type_name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Decode raw bytes of ggml type `type_name` into a float32 array of `shape` (NumPy order)."""
-    tensor_type = _TYPES_BY_NAME.get(type_name)
-    if tensor_type is None or tensor_type.dequantize is None:
-        raise ValueError(f"cannot dequantize type {type_name!r} (supported: {', '.join(SUPPORTED_TENSOR_TYPES)})")
-    blocks = np.asarray(data, dtype=np.uint8).reshape(-1, tensor_type.block_bytes)
-    return tensor_type.dequantize(blocks).reshape(shape)
-
-
 # ------------------------------------------------------------- llama.cpp conventions
 
 
