@@ -49,7 +49,7 @@ def _compile(template: str):
     class GenerationBlock(jinja2.ext.Extension):
         # Hugging Face templates may mark the assistant's text with
         # {% generation %} ... {% endgeneration %}; the text itself renders unchanged.
-        tags = {"generation"}
+        tags = frozenset({"generation"})
 
         def parse(self, parser):
             line = next(parser.stream).lineno
