@@ -88,19 +88,19 @@ def test_a_short_training_run_lowers_the_loss_and_beats_the_unigram_baseline():
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=32,
                           dropout=0.0))
     task = CausalLMTask(train, val, block_size=32, batch_size=16, seed=0)
-    config = TrainingConfig(max_steps=100, batch_size=16, lr=2e-2, warmup_steps=5, eval_interval=100, eval_batches=8,
+    config = TrainingConfig(max_steps=150, batch_size=16, lr=5e-3, warmup_steps=5, eval_interval=150, eval_batches=8,
                             log_interval=10)
     trainer = Trainer(model, task, config, quiet=True)
     before = trainer.evaluate()["val_loss"]
     trainer.fit()
     after = trainer.evaluate()["val_loss"]
     unigram = _unigram_cross_entropy(train, val[: 8 * 16 * 32 + 1], tokenizer.vocab_size)
-    # An untrained model is close to uniform: log(vocab) nats (4.6 here). 100 steps must learn
-    # the character frequencies and some context: 1 nat below the start (seen: 1.4), and
-    # below the unigram model of the training text (seen: 3.20 against 3.30 nats).
+    # An untrained model is close to uniform: log(vocab) nats (4.6 here). 150 steps must learn
+    # the character frequencies and some context: 1 nat below the start (seen: 1.56), and
+    # 0.1 nat below the unigram model of the training text (seen: 3.01 against 3.30 nats).
     assert before == pytest.approx(math.log(tokenizer.vocab_size), abs=0.3)
     assert after < before - 1.0, (before, after)
-    assert after < unigram - 0.05, (after, unigram)
+    assert after < unigram - 0.1, (after, unigram)
 
 
 def _fp16_trainer(out_dir):
