@@ -2,7 +2,7 @@
 
     from minilm.trace import Trace
     with Trace() as t:
-        loss = model(ids, targets=targets)[1]
+        loss = model(ids, targets=targets).loss
         loss.backward()
     print(t.table())      # one row per op, in the order they ran
     print(t.summary())    # time per op kind, the largest first

@@ -269,7 +269,8 @@ def attention_weights(model, ids) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # [1, T]
     encoder = _attention_model(model)
     with no_grad(), eval_mode(model):
-        attentions = encoder(ids, output_attentions=True)[-1]  # layers x [1, H, T, T]
+        result = encoder(ids, output_attentions=True)  # GPT: a ModelOutput; BertModel: (hidden, attentions)
+        attentions = result.attentions if hasattr(result, "attentions") else result[-1]  # layers x [1, H, T, T]
     return np.stack([a.numpy()[0] for a in attentions])
 
 

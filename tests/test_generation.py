@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import minilm as ml
-from minilm.generation import StaticKVCache, top_k_filter, top_p_filter
+from minilm import nn
+from minilm.generation import top_k_filter, top_p_filter
 from minilm.models import GPT, GPTConfig, LSTMConfig, LSTMLanguageModel
 
 torch = pytest.importorskip("torch", reason="PyTorch runs the reference GPT-2")
@@ -32,16 +33,16 @@ PROMPTS = np.random.default_rng(0).integers(0, 97, (2, 5))
 def test_cached_logits_equal_uncached_at_every_step(pair):
     _, model = pair
     ids = PROMPTS
-    caches = [StaticKVCache(40) for _ in model.blocks]
+    caches = [nn.KVCache(40) for _ in model.blocks]
     with ml.no_grad():
-        step_logits = model(ids, caches=caches)[:, -1].numpy()
+        step_logits = model(ids, caches=caches).logits[:, -1].numpy()
         sequence = ids
         for _ in range(15):
-            full = model(sequence)[:, -1].numpy()
+            full = model(sequence).logits[:, -1].numpy()
             assert np.abs(full - step_logits).max() <= 1e-5
             token = full.argmax(-1)[:, None]
             sequence = np.concatenate([sequence, token], axis=1)
-            step_logits = model(token, caches=caches)[:, -1].numpy()
+            step_logits = model(token, caches=caches).logits[:, -1].numpy()
 
 
 def _hf(reference, ids, **kwargs):
@@ -181,7 +182,7 @@ def test_lstm_generates_and_caches_its_state():
     sequence = np.array([[1, 2, 3]])
     with ml.no_grad():
         for _ in range(6):
-            token = model(sequence)[:, -1].numpy().argmax(-1)
+            token = model(sequence).logits[:, -1].numpy().argmax(-1)
             sequence = np.concatenate([sequence, token[:, None]], axis=1)
     np.testing.assert_array_equal(out, sequence)
 
