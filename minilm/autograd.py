@@ -287,13 +287,12 @@ class Tensor:
 
     def copy_(self, source) -> "Tensor":
         self._check_inplace("copy_()")
-        source = source.data if isinstance(source, Tensor) else source
-        self.data[...] = self.device.xp.asarray(source)
+        self.data[...] = data_of(source, self.device)
         return self
 
     def add_(self, other, alpha=1.0) -> "Tensor":
         self._check_inplace("add_()")
-        other = other.data if isinstance(other, Tensor) else other
+        other = data_of(other)
         if alpha == 1.0:
             self.data += other
         else:
@@ -302,14 +301,14 @@ class Tensor:
 
     def mul_(self, other) -> "Tensor":
         self._check_inplace("mul_()")
-        self.data *= other.data if isinstance(other, Tensor) else other
+        self.data *= data_of(other)
         return self
 
     def __setitem__(self, key, value) -> None:
         self._check_inplace("item assignment")
         from .ops import _index_key
 
-        self.data[_index_key(key)] = value.data if isinstance(value, Tensor) else value
+        self.data[_index_key(key)] = data_of(value)
 
 
 def zero_grads(tensors, set_to_none: bool = True) -> None:
@@ -333,12 +332,13 @@ class _HookHandle:
 
 
 def data_of(value, device=None):
-    """The array inside a Tensor; anything else as it is, or (given a device) as an array there.
+    """The array inside a Tensor (or `value` itself if it is not one); given a device, as an
+    array on that device.
 
     The one place that says "accept a Tensor or array-like here" (masks, ids, targets).
     """
     if isinstance(value, Tensor):
-        return value.data
+        value = value.data
     return value if device is None else device.xp.asarray(value)
 
 
