@@ -168,3 +168,15 @@ def test_recorded_attention_computes_scores_in_float32_under_autocast():
     for plain, recorded in zip(*grads):
         assert np.all(np.isfinite(recorded))
         np.testing.assert_allclose(recorded, plain, atol=1e-3)
+
+
+def test_the_rule_index_in_the_docs_lists_every_rule():
+    from pathlib import Path
+
+    index = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text(encoding="utf-8")
+    listed = set()
+    for line in index.splitlines():
+        if line.startswith("| ") and not line.startswith("| rule"):
+            listed |= {name.strip() for name in line.split("|")[1].split("/")}
+    names = {cls.__name__ for cls in _all_rules() if not cls.__name__.startswith("_")}
+    assert names - listed == set(), "rules missing from docs/rules.md"
