@@ -79,7 +79,7 @@ def blas() -> str:
     try:
         info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         name = f"{info.get('name')} {info.get('version')}"
-    except Exception:  # older NumPy without mode="dicts"
+    except (TypeError, KeyError, AttributeError):  # older NumPy without mode="dicts"
         name = "unknown BLAS"
     threads = _openblas_threads()
     return f"{name} threads={threads if threads is not None else '?'}"
@@ -96,8 +96,8 @@ def load() -> str:
 def describe_machine(peer: str | None = None) -> str:
     """Lines describing the machine; `peer` adds the peer's own line (e.g. torch's threads)."""
     lines = [
-        f"machine: {cpu_model()}, {os.cpu_count()} cores, ISA {vector_isa()}, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        (f"machine: {cpu_model()}, {os.cpu_count()} cores, ISA {vector_isa()}, "
+         f"{platform.python_implementation()} {platform.python_version()}"),
         f"machine: numpy {np.__version__} with {blas()}; {load()}",
     ]
     if peer:
