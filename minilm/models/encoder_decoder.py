@@ -33,7 +33,7 @@ import numpy as np
 from .. import functional as F
 from .. import nn, ops
 from ..autograd import Tensor, get_default_dtype
-from ..generation import StaticKVCache, beam_search, generate, generate_stream, last_logits
+from ..generation import StaticKVCache, generate, generate_stream, last_logits
 from .hf import CheckpointError, WeightMap, load_mapped, read_config, save_mapped, write_config
 from .output import ModelOutput
 
@@ -74,6 +74,7 @@ class TransformerConfig:
     decoder_start_token_id: int = 0  # the first decoder input (Marian: pad; BART: eos)
     forced_bos_token_id: int | None = None  # generation: the first generated token, when set
     forced_eos_token_id: int | None = None  # generation: the last token at the length limit
+    bad_words_ids: list | None = None  # generation: token sequences never generated (Marian: [[pad]])
 
     def __post_init__(self):
         if self.decoder_vocab_size is None:
@@ -108,6 +109,10 @@ class TransformerConfig:
             if value is not None and not 0 <= value < self.decoder_vocab_size:
                 raise ValueError(f"TransformerConfig.{name} {value} is outside the target vocabulary "
                                  f"of {self.decoder_vocab_size}")
+        for word in self.bad_words_ids or ():
+            if not word or not all(0 <= t < self.decoder_vocab_size for t in word):
+                raise ValueError(f"TransformerConfig.bad_words_ids: {word} is not a non-empty list of target "
+                                 f"token ids (vocabulary {self.decoder_vocab_size})")
 
     @classmethod
     def bart(cls, **overrides) -> "TransformerConfig":
@@ -175,6 +180,7 @@ class TransformerConfig:
             pad_token_id=hf.get("pad_token_id", 1), bos_token_id=hf.get("bos_token_id"), eos_token_id=eos,
             decoder_start_token_id=hf.get("decoder_start_token_id", eos),
             forced_bos_token_id=hf.get("forced_bos_token_id"), forced_eos_token_id=hf.get("forced_eos_token_id"),
+            bad_words_ids=hf.get("bad_words_ids"),
         )
         return cls(**options, **_HF_KINDS[kind])
 
@@ -203,6 +209,7 @@ class TransformerConfig:
             "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
             "decoder_start_token_id": self.decoder_start_token_id,
             "forced_bos_token_id": self.forced_bos_token_id, "forced_eos_token_id": self.forced_eos_token_id,
+            "bad_words_ids": self.bad_words_ids,
         }
         if kind == "marian":
             config.update(share_encoder_decoder_embeddings=self.share_embeddings,
@@ -440,7 +447,8 @@ class Transformer(nn.Module):
             if output_attentions:
                 attentions.append(weights)  # [B, H, T, S]
         weight = self.target_embeddings.weight if self.lm_head is None else self.lm_head.weight  # [V, C]
-        logits = F.linear(x, weight) + self.final_logits_bias  # [B, T, C] @ [C, V] + [1, V] -> [B, T, V]
+        bias = ops.reshape(self.final_logits_bias, (-1,))  # [1, V] -> [V], added inside the GEMM's output
+        logits = F.linear(x, weight, bias)  # [B, T, C] @ [C, V] + [V] -> [B, T, V]
         return ModelOutput(logits, attentions=attentions)
 
     def forward(self, src_ids, tgt_ids=None, src_attention_mask=None, tgt_attention_mask=None, labels=None,
@@ -507,48 +515,43 @@ class Transformer(nn.Module):
                              "model.generate(src_ids, ...) rather than the loops of minilm.generation directly")
         return Seq2SeqDecoder(self, src_ids, src_attention_mask, capacity, use_cache)
 
-    def generate(self, src_ids, attention_mask=None, max_new_tokens=None, max_length=None, num_beams: int = 1,
-                 do_sample: bool = False, decoder_start_token_id=None, eos_token_id=None, pad_token_id=None,
-                 forced_bos_token_id=None, forced_eos_token_id=None, **kwargs) -> np.ndarray:
+    def generate(self, src_ids, attention_mask=None, **options) -> np.ndarray:
         """Target ids [N, 1 + new] for source ids [B, S] (N = B * num_return_sequences),
         starting with the decoder start token, as transformers' generate returns them.
 
-        attention_mask [B, S] marks source padding. The special ids default to the config's.
-        Every other option is GPT.generate's (num_beams, length_penalty, early_stopping,
-        num_return_sequences, no_repeat_ngram_size, min_new_tokens, temperature, top_k,
-        top_p, repetition_penalty, seed, use_cache ...); max_length counts the start token.
+        attention_mask [B, S] marks source padding. decoder_start_token_id, eos_token_id,
+        pad_token_id, forced_bos_token_id, forced_eos_token_id and bad_words_ids default to
+        the config's.
+        Every other option is GPT.generate's (max_new_tokens, num_beams, length_penalty,
+        early_stopping, num_return_sequences, no_repeat_ngram_size, min_new_tokens,
+        do_sample, temperature, top_k, top_p, repetition_penalty, seed, use_cache ...);
+        max_length counts the start token, as in transformers.
         """
-        c = self.config
-        source = self._ids(src_ids, "src_ids")
-        start = c.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
-        start_ids = np.full((source.shape[0], 1), start, dtype=np.int64)  # [B, 1]: the decoder's prompt
-        new = max_new_tokens if max_new_tokens is not None else (None if max_length is None else max_length - 1)
-        if new is not None and 1 + new > c.max_position_embeddings:
-            raise ValueError(f"generate: 1 + {new} target positions exceed the position table "
-                             f"(max_position_embeddings {c.max_position_embeddings})")
-        options = dict(
-            eos_token_id=c.eos_token_id if eos_token_id is None else eos_token_id,
-            pad_token_id=c.pad_token_id if pad_token_id is None else pad_token_id,
-            forced_bos_token_id=c.forced_bos_token_id if forced_bos_token_id is None else forced_bos_token_id,
-            forced_eos_token_id=c.forced_eos_token_id if forced_eos_token_id is None else forced_eos_token_id,
-            max_new_tokens=max_new_tokens, max_length=max_length, **kwargs)
-        bound = _SourceBound(self, source, attention_mask)
-        if num_beams > 1:
-            if do_sample:
-                raise ValueError("generate: beam sampling (num_beams > 1 with do_sample=True) is not implemented")
-            return beam_search(bound, start_ids, num_beams=num_beams, **options)
-        return generate(bound, start_ids, do_sample=do_sample, **options)
+        if options.get("num_beams", 1) > 1 and options.get("do_sample"):
+            raise ValueError("generate: beam sampling (num_beams > 1 with do_sample=True) is not implemented")
+        return generate(*self._generation_inputs(src_ids, attention_mask, options), **options)
 
-    def generate_stream(self, src_ids, attention_mask=None, **kwargs):
+    def generate_stream(self, src_ids, attention_mask=None, **options):
         """Greedy or sampled generation yielding each step's new tokens [N] (see `generate`)."""
+        return generate_stream(*self._generation_inputs(src_ids, attention_mask, options), **options)
+
+    def _generation_inputs(self, src_ids, attention_mask, options: dict) -> tuple:
+        """(the model bound to this source, the decoder prompt [B, 1]); fills the config's
+        special ids into `options` where the caller left them out."""
         c = self.config
         source = self._ids(src_ids, "src_ids")
-        start = kwargs.pop("decoder_start_token_id", None)
-        start_ids = np.full((source.shape[0], 1), c.decoder_start_token_id if start is None else start, dtype=np.int64)
-        for name in ("eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id"):
-            if kwargs.get(name) is None:
-                kwargs[name] = getattr(c, name)
-        return generate_stream(_SourceBound(self, source, attention_mask), start_ids, **kwargs)
+        start = options.pop("decoder_start_token_id", None)
+        start_ids = np.full((source.shape[0], 1), c.decoder_start_token_id if start is None else start,
+                            dtype=np.int64)  # [B, 1]: every target starts with the start token
+        for name in ("eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids"):
+            if options.get(name) is None:
+                options[name] = getattr(c, name)
+        new, total = options.get("max_new_tokens"), options.get("max_length")
+        positions = 1 + new if new is not None else total
+        if positions is not None and positions > c.max_position_embeddings:
+            raise ValueError(f"generate: {positions} target positions (the start token and the new ones) exceed "
+                             f"the position table (max_position_embeddings {c.max_position_embeddings})")
+        return _SourceBound(self, source, attention_mask), start_ids
 
     # -- Hugging Face layout ------------------------------------------------------------------
     def _hf_mapping(self) -> list[WeightMap]:
@@ -615,7 +618,7 @@ class Transformer(nn.Module):
 
 
 _GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
-                   "forced_bos_token_id", "forced_eos_token_id")
+                   "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids")
 
 
 # ---------------------------------------------------------------------------------------

@@ -41,12 +41,11 @@ def checkpoint(request, tmp_path_factory):
     model_class, config = _hf_config(kind)
     torch.manual_seed(0)
     reference = model_class(config).eval()
-    with torch.no_grad():
+    with torch.no_grad():  # large enough that outputs depend on the source and some rows end early
         for name, p in reference.named_parameters():
             if "embed_positions" not in name or kind == "bart":  # Marian's sinusoids are fixed, not saved
-                p.add_(0.05 * torch.randn_like(p))
-        reference.final_logits_bias.add_(0.5 * torch.randn_like(reference.final_logits_bias))
-        reference.final_logits_bias[0, config.eos_token_id] += 1.0  # so that some beams finish early
+                p.add_((0.3 if p.ndim > 1 else 0.05) * torch.randn_like(p))
+        reference.final_logits_bias.add_(0.1 * torch.randn_like(reference.final_logits_bias))
     folder = tmp_path_factory.mktemp(kind)
     reference.save_pretrained(folder)
     return kind, folder, model_class
@@ -184,6 +183,23 @@ def test_generate_equals_transformers(checkpoint, options):
                                       **options).numpy()
     got = model.generate(src, attention_mask=mask, **options)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_bad_words_equal_transformers(checkpoint):
+    """Banned words taken from the unconstrained output, so that the ban changes it."""
+    _, folder, model_class = checkpoint
+    reference = model_class.from_pretrained(folder).eval()
+    model = Transformer.from_pretrained(folder)
+    src, mask, _ = _batch(model, np.random.default_rng(1))
+    free = model.generate(src, attention_mask=mask, max_new_tokens=8)
+    bad_words = [[int(free[0, 1])], [int(free[0, 3]), int(free[0, 4])]]
+    for num_beams in (1, 3):
+        with torch.no_grad():
+            expected = reference.generate(torch.tensor(src), attention_mask=torch.tensor(mask), do_sample=False,
+                                          max_new_tokens=8, num_beams=num_beams, bad_words_ids=bad_words).numpy()
+        got = model.generate(src, attention_mask=mask, max_new_tokens=8, num_beams=num_beams, bad_words_ids=bad_words)
+        np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got[:, :free.shape[1]], free[:, :got.shape[1]])
 
 
 def test_cached_generation_equals_uncached_and_sampling_is_seeded(checkpoint):
