@@ -13,14 +13,11 @@ process; the ratio minilm / torch is printed beside the machine (below 1.0: mini
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
-import pstats
 import tempfile
 
 import numpy as np
 from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
-from train_step import kernel_cost, time_steps
+from train_step import compare_steps
 
 import minilm as ml
 from minilm import optim
@@ -117,34 +114,12 @@ def main() -> None:
         model.save_pretrained(folder)  # the peer loads exactly this model
         theirs = torch_step(torch, folder, data, args.label_smoothing)
     ours = minilm_step(model, data, args.label_smoothing)
-    ours(), theirs()  # warm up (allocations, first-call paths)
-    t_ours, t_theirs = [], []
-    for _ in range(args.rounds):
-        t_ours.append(time_steps(ours, args.steps))
-        t_theirs.append(time_steps(theirs, args.steps))
-    best_ours, best_theirs = min(t_ours), min(t_theirs)
-    faults_ours, system_ours = kernel_cost(ours, args.steps)
-    faults_theirs, system_theirs = kernel_cost(theirs, args.steps)
     flops = model_flops(config, args.batch, args.length)
     print(f"Encoder-decoder training step: {args.layers}+{args.layers} layers, {args.width} wide, {args.heads} heads, "
           f"ffn {args.ffn}, S=T={args.length}, B={args.batch}, vocab {args.vocab}, dropout {args.dropout}, "
           f"label smoothing {args.label_smoothing} ({flops / 1e9:.1f} GFLOP a step)")
     print(describe_machine(torch_line(torch)))
-    print(f"  minilm                       {best_ours * 1e3:8.1f} ms  ({flops / best_ours / 1e9:6.1f} GFLOP/s)  "
-          f"{faults_ours:7.0f} minor faults, {system_ours:5.1f} ms system time a step")
-    print(f"  torch (transformers Marian)  {best_theirs * 1e3:8.1f} ms  ({flops / best_theirs / 1e9:6.1f} GFLOP/s)  "
-          f"{faults_theirs:7.0f} minor faults, {system_theirs:5.1f} ms system time a step")
-    print(f"  ratio minilm/torch = {best_ours / best_theirs:.2f}x  (medians of {args.steps} steps, best of "
-          f"{args.rounds} alternating rounds)")
-    if args.profile:
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for _ in range(args.steps):
-            ours()
-        profiler.disable()
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
-        print(out.getvalue())
+    compare_steps(ours, theirs, flops, args.steps, args.rounds, args.profile, peer="torch (transformers Marian)")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,24 @@ def test_logits_equal_transformers(checkpoint):
     np.testing.assert_allclose(alone, got.logits.numpy(), atol=1e-6)
 
 
+def test_cross_attention_weights_equal_transformers(checkpoint):
+    """output_attentions: which source positions each target position reads, per layer and head."""
+    _, folder, model_class = checkpoint
+    reference = model_class.from_pretrained(folder, attn_implementation="eager").eval()
+    model = Transformer.from_pretrained(folder)
+    src, mask, tgt = _batch(model)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(src), attention_mask=torch.tensor(mask),
+                             decoder_input_ids=torch.tensor(tgt), output_attentions=True).cross_attentions
+    with ml.no_grad():
+        got = model(src, tgt, src_attention_mask=mask, output_attentions=True).attentions
+    assert len(got) == len(expected) == model.config.decoder_layers
+    for ours, theirs in zip(got, expected):
+        assert ours.shape == tuple(theirs.shape)  # [B, H, T, S]
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
+        np.testing.assert_array_equal(ours.numpy()[2, :, :, 3:], 0.0)  # padded source positions get nothing
+
+
 def test_gradients_equal_torch_for_every_parameter(checkpoint):
     _, folder, model_class = checkpoint
     ml.set_default_dtype(ml.float64)
