@@ -372,6 +372,9 @@ class Transformer(nn.Module):
         self.register_buffer("final_logits_bias", zeros(1, c.decoder_vocab_size, dtype=get_default_dtype()))  # [1, V]
         self.drop = nn.Dropout(c.dropout)
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
+        # generate's defaults that come with a checkpoint (num_beams, max_length, ...), as
+        # transformers' GenerationConfig; what the caller passes wins.
+        self.generation_defaults: dict = {}
         # BART's and Marian's initialisation: weights ~ N(0, init_std^2), biases 0, padding row 0.
         nn.init.gpt2_init_(self, c.decoder_layers, std=c.init_std, residual_suffixes=())
 
@@ -521,24 +524,36 @@ class Transformer(nn.Module):
 
         attention_mask [B, S] marks source padding. decoder_start_token_id, eos_token_id,
         pad_token_id, forced_bos_token_id, forced_eos_token_id and bad_words_ids default to
-        the config's.
+        the config's; options not given come from `generation_defaults` (a checkpoint's).
         Every other option is GPT.generate's (max_new_tokens, num_beams, length_penalty,
         early_stopping, num_return_sequences, no_repeat_ngram_size, min_new_tokens,
         do_sample, temperature, top_k, top_p, repetition_penalty, seed, use_cache ...);
         max_length counts the start token, as in transformers.
         """
+        bound, start_ids, options = self._generation_inputs(src_ids, attention_mask, options)
         if options.get("num_beams", 1) > 1 and options.get("do_sample"):
             raise ValueError("generate: beam sampling (num_beams > 1 with do_sample=True) is not implemented")
-        return generate(*self._generation_inputs(src_ids, attention_mask, options), **options)
+        return generate(bound, start_ids, **options)
 
     def generate_stream(self, src_ids, attention_mask=None, **options):
         """Greedy or sampled generation yielding each step's new tokens [N] (see `generate`)."""
-        return generate_stream(*self._generation_inputs(src_ids, attention_mask, options), **options)
+        bound, start_ids, options = self._generation_inputs(src_ids, attention_mask, options)
+        options.pop("num_beams", None)  # a checkpoint's default; streaming is greedy or sampled
+        return generate_stream(bound, start_ids, **options)
 
     def _generation_inputs(self, src_ids, attention_mask, options: dict) -> tuple:
-        """(the model bound to this source, the decoder prompt [B, 1]); fills the config's
-        special ids into `options` where the caller left them out."""
+        """(the model bound to this source, the decoder prompt [B, 1], the options with the
+        checkpoint's defaults and the config's special ids filled in where the caller left
+        them out)."""
         c = self.config
+        defaults = dict(self.generation_defaults)
+        for pair in (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length")):
+            if any(name in options for name in pair):  # the caller's limit replaces the default's
+                for name in pair:
+                    defaults.pop(name, None)
+        options = {**defaults, **options}
+        if "min_length" in options:  # transformers counts the start token; minilm counts new tokens
+            options["min_new_tokens"] = max(options.pop("min_length") - 1, 0)
         source = self._ids(src_ids, "src_ids")
         start = options.pop("decoder_start_token_id", None)
         start_ids = np.full((source.shape[0], 1), c.decoder_start_token_id if start is None else start,
@@ -551,7 +566,7 @@ class Transformer(nn.Module):
         if positions is not None and positions > c.max_position_embeddings:
             raise ValueError(f"generate: {positions} target positions (the start token and the new ones) exceed "
                              f"the position table (max_position_embeddings {c.max_position_embeddings})")
-        return _SourceBound(self, source, attention_mask), start_ids
+        return _SourceBound(self, source, attention_mask), start_ids, options
 
     # -- Hugging Face layout ------------------------------------------------------------------
     def _hf_mapping(self) -> list[WeightMap]:
@@ -597,12 +612,15 @@ class Transformer(nn.Module):
     @classmethod
     def from_pretrained(cls, folder) -> "Transformer":
         """Load a Hugging Face BartForConditionalGeneration or MarianMTModel folder
-        (config.json + model.safetensors; generation_config.json's special ids when present)."""
+        (config.json + model.safetensors). generation_config.json (or else config.json) gives
+        the special ids and `generation_defaults` (num_beams, max_length, length_penalty ...)."""
         hf = read_config(folder)
-        if (Path(folder) / "generation_config.json").exists():  # transformers' generation defaults win
-            defaults = read_config(folder, "generation_config.json")
-            hf = {**hf, **{k: defaults[k] for k in _GENERATION_IDS if k in defaults}}
+        # transformers takes generate's defaults from generation_config.json, else from config.json
+        has_generation_file = (Path(folder) / "generation_config.json").exists()
+        generation = read_config(folder, "generation_config.json") if has_generation_file else hf
+        hf = {**hf, **{k: generation[k] for k in _GENERATION_IDS if k in generation}}
         model = cls(TransformerConfig.from_hf(hf, str(Path(folder) / "config.json")))
+        model.generation_defaults = {k: generation[k] for k in _GENERATION_OPTIONS if generation.get(k) is not None}
         # BartModel/MarianModel save the body without the "model." prefix.
         load_mapped(model, folder, model._hf_mapping() + model._hf_head_mapping(), prefixes=("model.", ""))
         return model.eval()
@@ -614,11 +632,13 @@ class Transformer(nn.Module):
         mapping = [m.prefixed(theirs="model.") for m in self._hf_mapping()] + self._hf_head_mapping()
         save_mapped(self, folder, mapping, config)
         generation = {k: config[k] for k in _GENERATION_IDS if config.get(k) is not None}
-        write_config(folder, generation, "generation_config.json")
+        write_config(folder, {**generation, **self.generation_defaults}, "generation_config.json")
 
 
 _GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
                    "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids")
+_GENERATION_OPTIONS = ("num_beams", "max_length", "max_new_tokens", "min_length", "min_new_tokens", "length_penalty",
+                       "early_stopping", "no_repeat_ngram_size", "repetition_penalty")
 
 
 # ---------------------------------------------------------------------------------------

@@ -203,6 +203,22 @@ def test_generate_equals_transformers(checkpoint, options):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_a_checkpoints_generation_defaults_apply_as_in_transformers(checkpoint, tmp_path):
+    """num_beams, length_penalty, no_repeat_ngram_size, min_length and max_length from
+    generation_config.json, when generate is not given them (and what it is given wins)."""
+    _, folder, model_class = checkpoint
+    reference = model_class.from_pretrained(folder).eval()
+    reference.generation_config.update(num_beams=3, length_penalty=0.7, no_repeat_ngram_size=2, min_length=4,
+                                       max_length=9)
+    reference.save_pretrained(tmp_path)
+    model = Transformer.from_pretrained(tmp_path)
+    src, mask, _ = _batch(model, np.random.default_rng(1))
+    for options in ({}, {"max_new_tokens": 5, "num_beams": 1}):
+        with torch.no_grad():
+            expected = reference.generate(torch.tensor(src), attention_mask=torch.tensor(mask), **options).numpy()
+        np.testing.assert_array_equal(model.generate(src, attention_mask=mask, **options), expected)
+
+
 def test_bad_words_equal_transformers(checkpoint):
     """Banned words taken from the unconstrained output, so that the ban changes it."""
     _, folder, model_class = checkpoint
