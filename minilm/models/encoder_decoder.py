@@ -32,8 +32,10 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn, ops
-from ..autograd import Tensor, get_default_dtype
-from ..generation import StaticKVCache, generate, generate_stream, last_logits
+from ..autograd import Tensor, data_of, get_default_dtype
+from ..generation import generate, generate_stream, last_logits
+from ..nn.attention import padding_mask
+from .gpt import gpt2_init_
 from .hf import CheckpointError, WeightMap, load_mapped, read_config, save_mapped, write_config
 from .output import ModelOutput
 
@@ -376,7 +378,7 @@ class Transformer(nn.Module):
         # transformers' GenerationConfig; what the caller passes wins.
         self.generation_defaults: dict = {}
         # BART's and Marian's initialisation: weights ~ N(0, init_std^2), biases 0, padding row 0.
-        nn.init.gpt2_init_(self, c.decoder_layers, std=c.init_std, residual_suffixes=())
+        gpt2_init_(self, c.decoder_layers, std=c.init_std, residual_suffixes=())
 
     @staticmethod
     def _positions(c: TransformerConfig) -> nn.Module:
@@ -468,8 +470,7 @@ class Transformer(nn.Module):
         out = self.decode(tgt_ids, encoder_hidden, src_attention_mask, tgt_attention_mask,
                           output_attentions=output_attentions)
         if labels is not None:
-            xp = self.embed_tokens.weight.device.xp
-            targets = xp.asarray(labels.data if isinstance(labels, Tensor) else labels)
+            targets = data_of(labels, self.embed_tokens.weight.device)
             if targets.shape != out.logits.shape[:2]:
                 raise ValueError(f"labels have shape {targets.shape}, expected {out.logits.shape[:2]} like tgt_ids")
             flat = ops.reshape(out.logits, (-1, out.logits.shape[-1]))  # [B*T, V]
@@ -486,8 +487,7 @@ class Transformer(nn.Module):
 
     # -- input checks -----------------------------------------------------------------------
     def _ids(self, ids, name: str):
-        xp = self.embed_tokens.weight.device.xp
-        ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
+        ids = data_of(ids, self.embed_tokens.weight.device)
         if ids.ndim != 2 or ids.shape[1] == 0:
             raise ValueError(f"{name} must have shape [B, T] with T >= 1, got {ids.shape}")
         return ids
@@ -502,13 +502,11 @@ class Transformer(nn.Module):
         """A [B, S] attention mask (1 = token, 0 = padding) as an additive key mask, or None."""
         if mask is None:
             return None
-        xp = self.embed_tokens.weight.device.xp
-        mask = xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+        weight = self.embed_tokens.weight
+        mask = data_of(mask, weight.device)
         if mask.shape != shape:
             raise ValueError(f"{name} has shape {mask.shape}, expected {shape} to match {like}")
-        dtype = self.embed_tokens.weight.dtype
-        # Large finite negatives, not -inf: an all-padding row then stays finite, not NaN.
-        return xp.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)  # [B, S]
+        return padding_mask(mask, shape, weight.dtype, weight.device)  # [B, S]: 0 or a large negative
 
     # -- generation -----------------------------------------------------------------------------
     def decoder(self, capacity: int, use_cache: bool = True, src_ids=None, src_attention_mask=None):
@@ -679,7 +677,7 @@ class Seq2SeqDecoder:
             raise ValueError(f"attention_mask has shape {mask.shape}, expected {tuple(self.src_ids.shape)} "
                              "to match src_ids")
         self.src_mask = mask
-        self.caches = [StaticKVCache(capacity) for _ in model.decoder_layers] if use_cache else None
+        self.caches = [nn.KVCache(capacity) for _ in model.decoder_layers] if use_cache else None
         self.ids = self.memory_kv = self.memory_mask = None
         self.rows_per_source = 1
 
