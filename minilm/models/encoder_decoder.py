@@ -173,7 +173,8 @@ class TransformerConfig:
         options = dict(
             vocab_size=hf["vocab_size"], decoder_vocab_size=hf.get("decoder_vocab_size") or hf["vocab_size"],
             d_model=hf["d_model"], encoder_layers=hf["encoder_layers"], decoder_layers=hf["decoder_layers"],
-            encoder_attention_heads=hf["encoder_attention_heads"], decoder_attention_heads=hf["decoder_attention_heads"],
+            encoder_attention_heads=hf["encoder_attention_heads"],
+            decoder_attention_heads=hf["decoder_attention_heads"],
             encoder_ffn_dim=hf["encoder_ffn_dim"], decoder_ffn_dim=hf["decoder_ffn_dim"],
             max_position_embeddings=hf["max_position_embeddings"], scale_embedding=hf.get("scale_embedding", False),
             activation=activation, dropout=hf.get("dropout", 0.1), attention_dropout=hf.get("attention_dropout", 0.0),
@@ -304,7 +305,8 @@ class CrossAttention(nn.MultiHeadAttention):
     def attend(self, x: Tensor, keys: Tensor, values: Tensor, key_padding_mask=None, need_weights: bool = False):
         c = self.embed_dim
         batch, length, _ = x.shape
-        q = F.split_heads(F.linear(x, self.in_proj.weight[:c], self.in_proj.bias[:c]), self.num_heads)[0]  # [B, H, T, D]
+        q = F.linear(x, self.in_proj.weight[:c], self.in_proj.bias[:c])  # [B, T, C]
+        q = F.split_heads(q, self.num_heads)[0]  # [B, T, C] -> [B, H, T, D]
         mask = self._combined_mask(batch, length, keys.shape[2], key_padding_mask, None, False, q)  # [B, 1, 1, S]
         result = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=self.dropout,
                                                 training=self.training, return_weights=need_weights)  # [B, H, T, D]
@@ -592,7 +594,8 @@ class Transformer(nn.Module):
                         maps += [
                             WeightMap(f"{ours}{attention}.in_proj.{kind}",
                                       tuple(f"{theirs}{their_attention}.{p}_proj.{kind}" for p in "qkv")),
-                            WeightMap(f"{ours}{attention}.out_proj.{kind}", f"{theirs}{their_attention}.out_proj.{kind}"),
+                            WeightMap(f"{ours}{attention}.out_proj.{kind}",
+                                      f"{theirs}{their_attention}.out_proj.{kind}"),
                             WeightMap(f"{ours}{norm}.{kind}", f"{theirs}{their_attention}_layer_norm.{kind}"),
                         ]
                     maps += [WeightMap(f"{ours}ffn.fc1.{kind}", f"{theirs}fc1.{kind}"),
