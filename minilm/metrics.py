@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 # ---------------------------------------------------------------------------------------
 # BLEU
@@ -146,7 +146,8 @@ def bleu_from_counts(counts, totals, hyp_len: int, ref_len: int, *, smooth: str 
     else:
         penalty = 1.0
     precisions = [0.0] * max_order
-    result = dict(counts=tuple(counts), totals=tuple(totals), brevity_penalty=penalty, hyp_len=hyp_len, ref_len=ref_len)
+    result = {"counts": tuple(counts), "totals": tuple(totals), "brevity_penalty": penalty, "hyp_len": hyp_len,
+              "ref_len": ref_len}
     if not any(counts):
         return BLEUScore(score=0.0, precisions=tuple(precisions), **result)
     orders = max_order  # how many precisions enter the geometric mean

@@ -4,8 +4,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minilm.metrics import bleu_from_counts, corpus_bleu, corpus_rouge_l, lcs_length, rouge_l, rouge_tokenize, \
-    tokenize_13a
+from minilm.metrics import (
+    bleu_from_counts,
+    corpus_bleu,
+    corpus_rouge_l,
+    lcs_length,
+    rouge_l,
+    rouge_tokenize,
+    tokenize_13a,
+)
 
 sacrebleu = pytest.importorskip("sacrebleu", reason="sacreBLEU is the oracle for BLEU")
 
