@@ -200,8 +200,7 @@ def stdlib_summarization(root=None, max_source_chars: int = 600, summary_words: 
 
 
 def _top_level(module: str) -> str:
-    first = module.split("/", 1)[0]
-    return first[:-3] if first.endswith(".py") else first
+    return module.split("/", 1)[0].removesuffix(".py")
 
 
 def _python_version() -> tuple[int, int]:
