@@ -265,3 +265,85 @@ def collate(sources, targets, ids: dict) -> dict:
 def lead_baseline(source: str, words: int) -> str:
     """The lead baseline of summarization: the first `words` whitespace-separated words of the source."""
     return " ".join(source.split()[:words])
+
+
+# ---------------------------------------------------------------------------------------
+# gettext catalogs (.po) as parallel text
+# ---------------------------------------------------------------------------------------
+_PO_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+_PO_KEYWORD = re.compile(r"^(msgctxt|msgid_plural|msgid|msgstr(?:\[(\d+)\])?)\s+(\".*)$")
+
+
+def _po_string(literal: str, path, number: int) -> str:
+    """The text of one quoted .po string literal ("..." with C escapes)."""
+    literal = literal.strip()
+    if len(literal) < 2 or not (literal.startswith('"') and literal.endswith('"')):
+        raise DataError(f"{path}, line {number}: expected a quoted string, got {literal[:40]!r}")
+    body, out, i = literal[1:-1], [], 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\":
+            if i + 1 >= len(body) or body[i + 1] not in _PO_ESCAPES:
+                raise DataError(f"{path}, line {number}: unknown escape {body[i : i + 2]!r}")
+            out.append(_PO_ESCAPES[body[i + 1]])
+            i += 2
+        elif char == '"':
+            raise DataError(f"{path}, line {number}: unescaped quote inside a string")
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def read_po(path) -> list[tuple[str, str]]:
+    """(source, translation) pairs of a gettext catalog: each msgid with its msgstr.
+
+    Multi-line strings are joined; fuzzy entries (unreviewed guesses), obsolete entries (#~),
+    untranslated ones and the header (msgid "") are skipped. A plural entry gives two pairs,
+    msgid -> msgstr[0] and msgid_plural -> msgstr[1] (the singular and the first plural form).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 (byte {error.start}: {error.reason})") from None
+    pairs = []
+    entry: dict = {}  # keyword -> text of the entry being read
+    fuzzy = False
+    current = None  # the keyword a continuation line ("...") extends
+
+    def finish():
+        if entry and not fuzzy and entry.get("msgid"):
+            for source_key, target_key in (("msgid", "msgstr"), ("msgid", "msgstr[0]"), ("msgid_plural", "msgstr[1]")):
+                if entry.get(source_key) and entry.get(target_key):
+                    pairs.append((entry[source_key], entry[target_key]))
+
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            if stripped.startswith("#,") and "fuzzy" in (flag.strip() for flag in stripped[2:].split(",")):
+                finish()
+                entry, current, fuzzy = {}, None, True  # the flag precedes its entry
+            elif not stripped and entry:
+                finish()
+                entry, current, fuzzy = {}, None, False
+            continue
+        if stripped.startswith('"'):
+            if current is None:
+                raise DataError(f"{path}, line {number}: a string continues no msgid/msgstr")
+            entry[current] += _po_string(stripped, path, number)
+            continue
+        match = _PO_KEYWORD.match(stripped)
+        if match is None:
+            raise DataError(f"{path}, line {number}: expected msgctxt, msgid, msgid_plural or msgstr, got "
+                            f"{stripped[:40]!r}")
+        keyword = match.group(1)
+        if keyword in ("msgctxt", "msgid") and entry.get("msgstr", entry.get("msgstr[0]")) is not None:
+            finish()  # a new entry without a blank line between
+            entry, fuzzy = {}, False
+        entry[keyword] = _po_string(match.group(3), path, number)
+        current = keyword
+    finish()
+    return pairs

@@ -15,6 +15,7 @@ from minilm.seq2seq_data import (
     lead_baseline,
     read_pairs,
     read_pairs_jsonl,
+    read_po,
     special_ids,
     stdlib_summarization,
     train_joint_bpe,
@@ -140,3 +141,68 @@ def test_joint_bpe_and_collate():
 
 def test_lead_baseline():
     assert lead_baseline("def f(x):\n    return  x + 1", 3) == "def f(x): return"
+
+
+PO = r'''# A catalog with every kind of entry.
+msgid ""
+msgstr ""
+"Content-Type: text/plain; charset=UTF-8\n"
+"Plural-Forms: nplurals=2; plural=(n > 1);\n"
+
+#: models.py:10
+msgid "Hello"
+msgstr "Bonjour"
+
+msgid ""
+"A long message "
+"on two lines with \"quotes\"."
+msgstr "Un long message "
+"sur deux lignes avec « guillemets »."
+
+#, fuzzy
+msgid "Guess"
+msgstr "Devinette"
+
+#, python-format
+msgid "%(count)s item"
+msgid_plural "%(count)s items"
+msgstr[0] "%(count)s élément"
+msgstr[1] "%(count)s éléments"
+
+msgctxt "month"
+msgid "May"
+msgstr "mai"
+
+msgid "Untranslated"
+msgstr ""
+
+#~ msgid "Old"
+#~ msgstr "Ancien"
+msgid "Tab\there"
+msgstr "Tab\tici"
+'''
+
+
+def test_read_po(tmp_path):
+    path = tmp_path / "django.po"
+    path.write_text(PO, encoding="utf-8")
+    assert read_po(path) == [
+        ("Hello", "Bonjour"),
+        ('A long message on two lines with "quotes".', "Un long message sur deux lignes avec « guillemets »."),
+        ("%(count)s item", "%(count)s élément"),
+        ("%(count)s items", "%(count)s éléments"),
+        ("May", "mai"),
+        ("Tab\there", "Tab\tici"),
+    ]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('msgid "a"\nmsgstr "b\n', r'bad.po, line 2: expected a quoted string'),
+    ('msgid "a"\nmsgstr "b\\q"\n', r"bad.po, line 2: unknown escape"),
+    ('msgid "a"\nmsgsrt "b"\n', r"bad.po, line 2: expected msgctxt, msgid, msgid_plural or msgstr"),
+    ('"orphan"\n', r"bad.po, line 1: a string continues no msgid/msgstr"),
+])
+def test_read_po_errors_name_file_and_line(tmp_path, content, message):
+    (tmp_path / "bad.po").write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_po(tmp_path / "bad.po")
