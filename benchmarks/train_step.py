@@ -13,10 +13,12 @@ import argparse
 import cProfile
 import io
 import pstats
+import resource
 import statistics
 import time
 
 import numpy as np
+from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
 
 import minilm as ml
 from minilm import optim
@@ -104,6 +106,16 @@ def time_steps(step, steps: int) -> float:
     return statistics.median(samples)
 
 
+def kernel_cost(step, steps: int) -> tuple[float, float]:
+    """Minor page faults and system-time milliseconds per step (the allocator's price: a large
+    temporary that is a fresh mmap is zero-filled page by page by the kernel)."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(steps):
+        step()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_minflt - before.ru_minflt) / steps, (after.ru_stime - before.ru_stime) * 1e3 / steps
+
+
 def model_flops(config: GPTConfig, batch: int) -> float:
     """6 N tokens for the weights' matmuls plus the attention score/value matmuls (x3 for backward)."""
     c = config
@@ -141,13 +153,18 @@ def main() -> None:
         t_ours.append(time_steps(ours, args.steps))
         t_theirs.append(time_steps(theirs, args.steps))
     best_ours, best_theirs = min(t_ours), min(t_theirs)
+    faults_ours, system_ours = kernel_cost(ours, args.steps)
+    faults_theirs, system_theirs = kernel_cost(theirs, args.steps)
     flops = model_flops(config, args.batch)
     print(f"GPT training step: {args.layers} layers, {args.width} wide, {args.heads} heads, T={args.block}, "
           f"B={args.batch}, vocab {args.vocab} ({flops / 1e9:.1f} GFLOP a step)")
-    print(f"torch {torch.__version__} threads={torch.get_num_threads()}  numpy {np.__version__}")
-    print(f"  minilm {best_ours * 1e3:8.1f} ms  ({flops / best_ours / 1e9:6.1f} GFLOP/s)")
-    print(f"  torch  {best_theirs * 1e3:8.1f} ms  ({flops / best_theirs / 1e9:6.1f} GFLOP/s)")
-    print(f"  ratio minilm/torch = {best_ours / best_theirs:.2f}x")
+    print(describe_machine(torch_line(torch)))
+    print(f"  minilm {best_ours * 1e3:8.1f} ms  ({flops / best_ours / 1e9:6.1f} GFLOP/s)  "
+          f"{faults_ours:7.0f} minor faults, {system_ours:5.1f} ms system time a step")
+    print(f"  torch  {best_theirs * 1e3:8.1f} ms  ({flops / best_theirs / 1e9:6.1f} GFLOP/s)  "
+          f"{faults_theirs:7.0f} minor faults, {system_theirs:5.1f} ms system time a step")
+    print(f"  ratio minilm/torch = {best_ours / best_theirs:.2f}x  (medians of {args.steps} steps, best of "
+          f"{args.rounds} alternating rounds)")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
