@@ -1,6 +1,6 @@
 """Training and using encoder-decoder models on source/target pairs.
 
-`Seq2SeqTask` is a task for the `Trainer` (see `minilm.train`): it hands out padded batches of
+`Seq2SeqTask` is a task for the `Trainer` (see `tasks.py`): it hands out padded batches of
 pairs, computes the (optionally label-smoothed) loss, and evaluates with the validation loss
 and the BLEU and ROUGE-L of greedy outputs. `translate` turns texts into texts with a trained
 model (beam search with `num_beams > 1`); `score_outputs` gives their BLEU and ROUGE-L.
@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from .autograd import Tensor
-from .metrics import corpus_bleu, corpus_rouge_l
-from .seq2seq_data import collate, encode_source, encode_target, special_ids
+from ..autograd import Tensor
+from ..metrics import corpus_bleu, corpus_rouge_l
+from ..seq2seq_data import collate, encode_source, encode_target, special_ids
 
 
 class Seq2SeqTask:
