@@ -82,8 +82,9 @@ def main(argv=None):
     model = Transformer(TransformerConfig(
         vocab_size=tokenizer.vocab_size, d_model=args.width, encoder_layers=args.layers, decoder_layers=args.layers,
         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=4 * args.width,
-        decoder_ffn_dim=4 * args.width, max_position_embeddings=128, activation="relu", dropout=0.1,
-        pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"], decoder_start_token_id=ids["bos"]))
+        decoder_ffn_dim=4 * args.width, max_position_embeddings=128, activation="relu", init_std=args.width ** -0.5,
+        dropout=0.1, pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+        decoder_start_token_id=ids["bos"]))
     task = Seq2SeqTask(train, val, tokenizer, batch_size=32, max_source_len=64, max_target_len=64,
                        label_smoothing=0.1, generate_examples=32)
     config = TrainingConfig(max_steps=args.steps, batch_size=32, lr=2e-3, warmup_steps=min(50, args.steps),

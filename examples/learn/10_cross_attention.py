@@ -107,8 +107,8 @@ def main(argv=None):
                                decoder_layers=args.layers, encoder_attention_heads=args.heads,
                                decoder_attention_heads=args.heads, encoder_ffn_dim=4 * args.width,
                                decoder_ffn_dim=4 * args.width, max_position_embeddings=16, dropout=0.0,
-                               activation="relu", pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
-                               decoder_start_token_id=BOS)
+                               activation="relu", init_std=args.width ** -0.5,  # see minilm.cli.seq2seq
+                               pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS)
     model = Transformer(config)
     task = ToyTask(batch_size=32, shortest=3, longest=8)
     training = TrainingConfig(max_steps=args.steps, lr=3e-3, warmup_steps=min(30, args.steps),
