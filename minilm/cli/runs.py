@@ -133,7 +133,7 @@ def prepare_train_run(args):
         say(args, f"data: {source}: {len(text):,} characters -> {len(train_ids):,} train / {len(val_ids):,} "
                   f"validation tokens ({args.tokenizer}, vocab {tokenizer.vocab_size}, "
                   f"{time.perf_counter() - started:.1f} s)")
-        model_config = model_config_from(args, tokenizer.vocab_size)
+        model_config = model_config_from(args, tokenizer)
         training = training_config_from(args)
         run_dir = new_run_dir(args)
         tokenizer.save(run_dir / "tokenizer.txt")
@@ -156,9 +156,13 @@ def encode_plain(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text)
 
 
-def model_config_from(args, vocab_size: int) -> dict:
+def model_config_from(args, tokenizer) -> dict:
+    """The model config (a JSON-ready dict) for `args.model`, sized by the arguments, for `tokenizer`."""
+    vocab_size = tokenizer.vocab_size
     if args.width % args.heads:
         raise CommandError(f"--width {args.width} is not divisible by --heads {args.heads}")
+    if args.model == "transformer":
+        return transformer_config_from(args, tokenizer)
     if args.model == "gpt":
         return {"vocab_size": vocab_size, "n_layer": args.layers, "n_head": args.heads, "n_embd": args.width,
                 "block_size": args.block_size, "dropout": args.dropout}
@@ -166,9 +170,33 @@ def model_config_from(args, vocab_size: int) -> dict:
         return {"vocab_size": vocab_size, "hidden_size": args.width, "num_hidden_layers": args.layers,
                 "num_attention_heads": args.heads, "intermediate_size": 4 * args.width,
                 "max_position_embeddings": args.block_size, "hidden_dropout_prob": args.dropout,
-                "attention_probs_dropout_prob": args.dropout, "pad_token_id": 0}
+                "attention_probs_dropout_prob": args.dropout,
+                # The tokenizer's own [PAD], never id 0: in a byte-level BPE, 0 is the byte 0x00.
+                "pad_token_id": tokenizer.special_tokens["[PAD]"]}
     return {"vocab_size": vocab_size, "n_embd": args.width, "hidden_size": args.width, "num_layers": args.layers,
             "dropout": args.dropout}
+
+
+def transformer_config_from(args, tokenizer) -> dict:
+    """The TransformerConfig of `minilm train --model transformer`'s options, as a dict.
+
+    The original Transformer's choices (sinusoidal positions, ReLU, embeddings scaled by
+    sqrt(width)) with weights drawn with std width^-0.5, as fairseq and PyTorch's Xavier do:
+    BART's 0.02 suits width 1024 (0.03), but at width 128 it leaves attention uniform and
+    gradients tiny for hundreds of steps."""
+    from ..models import TransformerConfig
+    from ..seq2seq_data import special_ids
+
+    ids = special_ids(tokenizer)
+    positions = max(args.block_size, args.max_target_length + 1)
+    config = TransformerConfig(
+        vocab_size=tokenizer.vocab_size, d_model=args.width, encoder_layers=args.layers, decoder_layers=args.layers,
+        encoder_attention_heads=args.heads, decoder_attention_heads=args.heads, encoder_ffn_dim=4 * args.width,
+        decoder_ffn_dim=4 * args.width, max_position_embeddings=positions, position_embedding="sinusoidal",
+        scale_embedding=True, activation="relu", init_std=args.width ** -0.5, dropout=args.dropout,
+        share_embeddings=True, tie_word_embeddings=True, pad_token_id=ids["pad"], bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"], decoder_start_token_id=ids["bos"])
+    return config.to_dict()
 
 
 def sample_texts(model, tokenizer, count: int, tokens: int, seed: int = 0, prompt_text: str = "\n") -> list[str]:

@@ -15,29 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..data import atomic_write_text
 from .common import CommandError, say
-from .runs import new_run_dir, read_run_config, resumed_run, training_config_from
-
-
-def model_config_for(args, tokenizer) -> dict:
-    """The TransformerConfig of `minilm train --model transformer`'s options, as a dict.
-
-    The original Transformer's choices (sinusoidal positions, ReLU, embeddings scaled by
-    sqrt(width)) with weights drawn with std width^-0.5, as fairseq and PyTorch's Xavier do:
-    BART's 0.02 suits width 1024 (0.03), but at width 128 it leaves attention uniform and
-    gradients tiny for hundreds of steps."""
-    from ..models import TransformerConfig
-    from ..seq2seq_data import special_ids
-
-    ids = special_ids(tokenizer)
-    positions = max(args.block_size, args.max_target_length + 1)
-    config = TransformerConfig(
-        vocab_size=tokenizer.vocab_size, d_model=args.width, encoder_layers=args.layers, decoder_layers=args.layers,
-        encoder_attention_heads=args.heads, decoder_attention_heads=args.heads, encoder_ffn_dim=4 * args.width,
-        decoder_ffn_dim=4 * args.width, max_position_embeddings=positions, position_embedding="sinusoidal",
-        scale_embedding=True, activation="relu", init_std=args.width ** -0.5, dropout=args.dropout,
-        share_embeddings=True, tie_word_embeddings=True, pad_token_id=ids["pad"], bos_token_id=ids["bos"],
-        eos_token_id=ids["eos"], decoder_start_token_id=ids["bos"])
-    return config.to_dict()
+from .runs import model_config_from, new_run_dir, read_run_config, resumed_run, training_config_from
 
 
 def wanted(args) -> bool:
@@ -82,7 +60,7 @@ def prepare_run(args):
         source = task.description
     tokenizer = train_joint_bpe(train, args.vocab_size)
     say(args, f"data: {source} (joint BPE, vocab {tokenizer.vocab_size}, {time.perf_counter() - started:.1f} s)")
-    model_config = model_config_for(args, tokenizer)
+    model_config = model_config_from(args, tokenizer)
     training = training_config_from(args)
     run_dir = new_run_dir(args)
     tokenizer.save(run_dir / "tokenizer.txt")
