@@ -18,7 +18,6 @@ import numpy as np
 
 from . import nn
 from .autograd import Tensor, no_grad
-from .backend import array_module
 
 _NEG_INF = -np.inf
 
@@ -132,6 +131,18 @@ def no_repeat_ngram_filter(scores: np.ndarray, sequences: np.ndarray, n: int) ->
     return scores
 
 
+def bad_words_filter(scores: np.ndarray, sequences: np.ndarray, bad_words_ids) -> np.ndarray:
+    """Ban the last token of every listed word (a token sequence) whose other tokens end the
+    row; a one-token word is banned everywhere (Marian bans its pad token this way)."""
+    for word in bad_words_ids:
+        *prefix, last = word
+        if not prefix:
+            scores[:, last] = _NEG_INF
+        elif len(prefix) <= sequences.shape[1]:
+            scores[(sequences[:, sequences.shape[1] - len(prefix):] == prefix).all(axis=1), last] = _NEG_INF
+    return scores
+
+
 def force_token(scores: np.ndarray, token: int) -> np.ndarray:
     """Leave `token` as the only choice: 0 for it, -inf for every other."""
     forced = np.full_like(scores, _NEG_INF)
@@ -143,13 +154,15 @@ class NextTokenRules:
     """The constraints a step applies after the repetition penalty, in Hugging Face's order.
 
     no_repeat_ngram_size: no n-gram occurs twice in a row (prompt included).
+    bad_words_ids: token sequences never generated (a list of lists of ids; eos alone is
+      never banned, as in Hugging Face).
     min_new_tokens: eos is banned until that many tokens have been generated.
     forced_bos_token_id: the token chosen when the sequence has a single token (an
       encoder-decoder's start token); forced_eos_token_id: the last token at the length limit.
     """
 
     def __init__(self, prompt_length: int, total_length: int, eos: set, no_repeat_ngram_size: int = 0,
-                 min_new_tokens: int = 0, forced_bos_token_id=None, forced_eos_token_id=None):
+                 min_new_tokens: int = 0, forced_bos_token_id=None, forced_eos_token_id=None, bad_words_ids=None):
         if no_repeat_ngram_size is None or no_repeat_ngram_size < 0:
             raise ValueError(f"generate: no_repeat_ngram_size must be >= 0, got {no_repeat_ngram_size}")
         if min_new_tokens is None or min_new_tokens < 0:
@@ -157,12 +170,19 @@ class NextTokenRules:
         self.prompt_length, self.total_length, self.eos = prompt_length, total_length, sorted(eos)
         self.no_repeat_ngram_size, self.min_new_tokens = no_repeat_ngram_size, min_new_tokens
         self.forced_bos_token_id, self.forced_eos_token_id = forced_bos_token_id, forced_eos_token_id
+        words = [list(word) for word in bad_words_ids or ()]
+        if any(not word or not all(isinstance(t, (int, np.integer)) for t in word) for word in words):
+            raise ValueError(f"generate: bad_words_ids must be a list of non-empty lists of token ids, "
+                             f"got {bad_words_ids}")
+        self.bad_words_ids = [word for word in words if word not in ([e] for e in self.eos)]
 
     def apply(self, scores: np.ndarray, sequences: np.ndarray) -> np.ndarray:
         """scores [N, V] for the token after sequences [N, L]."""
         length = sequences.shape[1]
         if self.no_repeat_ngram_size:
             scores = no_repeat_ngram_filter(scores, sequences, self.no_repeat_ngram_size)
+        if self.bad_words_ids:
+            scores = bad_words_filter(scores, sequences, self.bad_words_ids)
         if self.eos and length - self.prompt_length < self.min_new_tokens:
             scores[:, self.eos] = _NEG_INF
         if self.forced_bos_token_id is not None and length == 1:
@@ -175,43 +195,9 @@ class NextTokenRules:
 # ---------------------------------------------------------------------------------------
 # Decoders: the model side of a generation loop
 # ---------------------------------------------------------------------------------------
-class StaticKVCache(nn.KVCache):
-    """A key/value cache preallocated for `capacity` positions: appending writes in place
-    (no re-allocation per token) and attention reads a view of the filled part."""
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity, self.length = capacity, 0
-        self.key_buffer = self.value_buffer = None
-
-    def __len__(self) -> int:
-        return self.length
-
-    def update(self, key: Tensor, value: Tensor):
-        batch, heads, new, dim = key.shape
-        if self.key_buffer is None:
-            xp = key.device.xp
-            self.key_buffer = xp.empty((batch, heads, self.capacity, dim), dtype=key.dtype)
-            self.value_buffer = xp.empty((batch, heads, self.capacity, dim), dtype=value.dtype)
-        end = self.length + new
-        if end > self.capacity:
-            raise ValueError(f"KV cache full: {end} positions needed, {self.capacity} preallocated")
-        self.key_buffer[:, :, self.length:end] = key.data
-        self.value_buffer[:, :, self.length:end] = value.data
-        self.length = end
-        return Tensor(self.key_buffer[:, :, :end]), Tensor(self.value_buffer[:, :, :end])
-
-    def reorder(self, rows) -> None:
-        """Keep the cache rows of the surviving beams (row i <- old row rows[i])."""
-        if self.key_buffer is not None:
-            rows = array_module(self.key_buffer).asarray(rows)
-            self.key_buffer = self.key_buffer[rows]
-            self.value_buffer = self.value_buffer[rows]
-
-
 class CausalDecoder:
     """The decoder state of any causal LM whose forward takes `(ids, attention_mask=,
-    caches=)` and returns logits [B, T, V] (GPT, Llama): one preallocated KV cache per layer.
+    caches=)` and returns a ModelOutput with logits [B, T, V] (GPT, Llama): one preallocated KV cache per layer.
 
     A model hands one out from its `decoder(capacity, use_cache)` method; the generation
     loops only call `start`, `advance` and `reorder`, so they never name a model class.
@@ -219,22 +205,22 @@ class CausalDecoder:
 
     def __init__(self, model, num_layers: int, capacity: int, use_cache: bool):
         self.model, self.use_cache, self.capacity = model, use_cache, capacity
-        self.caches = [StaticKVCache(capacity) for _ in range(num_layers)] if use_cache else None
+        self.caches = [nn.KVCache(capacity) for _ in range(num_layers)] if use_cache else None
         self.ids = None  # the whole sequence so far, for the uncached path
 
     def start(self, ids: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
         """Run the prompt [N, T]; return the next-token logits [N, V] (host, float64)."""
         self.ids = ids
-        logits = self.model(ids, attention_mask=attention_mask, caches=self.caches)
+        logits = self.model(ids, attention_mask=attention_mask, caches=self.caches).logits
         return last_logits(logits)
 
     def advance(self, tokens: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
         """Feed one new token per row [N]; return the next-token logits [N, V]."""
         self.ids = np.concatenate([self.ids, tokens[:, None]], axis=1)
         if self.use_cache:
-            logits = self.model(tokens[:, None], attention_mask=attention_mask, caches=self.caches)
+            logits = self.model(tokens[:, None], attention_mask=attention_mask, caches=self.caches).logits
         else:
-            logits = self.model(self.ids, attention_mask=attention_mask)
+            logits = self.model(self.ids, attention_mask=attention_mask).logits
         return last_logits(logits)
 
     def reorder(self, rows: np.ndarray) -> None:
@@ -276,7 +262,8 @@ class _StopStrings:
 def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_sample=False, temperature=1.0,
                     top_k=None, top_p=None, repetition_penalty=1.0, num_return_sequences=1, eos_token_id=None,
                     pad_token_id=None, stop=None, tokenizer=None, seed=None, attention_mask=None, use_cache=True,
-                    no_repeat_ngram_size=0, min_new_tokens=0, forced_bos_token_id=None, forced_eos_token_id=None):
+                    no_repeat_ngram_size=0, min_new_tokens=0, forced_bos_token_id=None, forced_eos_token_id=None,
+                    bad_words_ids=None):
     """Greedy or sampled generation, yielding the new tokens of every row at each step ([N] ints).
 
     Rows that have finished (eos or a stop string) get `pad_token_id` (default: eos) from then on.
@@ -294,43 +281,39 @@ def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_s
     rng = np.random.default_rng(seed) if seed is not None else model_rng(model)
     stops = _StopStrings(stop, tokenizer, ids.shape[1])
     rules = NextTokenRules(ids.shape[1], ids.shape[1] + max_new_tokens, eos, no_repeat_ngram_size, min_new_tokens,
-                           forced_bos_token_id, forced_eos_token_id)
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            decoder = _decoder_for(model, ids.shape[1] + max_new_tokens, use_cache)
-            logits = decoder.start(ids, mask)
-            sequences = ids
-            finished = np.zeros(len(ids), dtype=bool)
-            for step in range(max_new_tokens):
-                scores = rules.apply(apply_repetition_penalty(logits, sequences, repetition_penalty), sequences)
-                if do_sample:
-                    probabilities = _softmax(_warp(scores, temperature, top_k, top_p))
-                    tokens = _sample_rows(probabilities, rng)
-                else:
-                    tokens = scores.argmax(axis=-1)
-                tokens = np.where(finished, pad, tokens)
-                sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
-                yield tokens
-                finished |= np.isin(tokens, list(eos)) | stops.hits(sequences)
-                if finished.all() or step == max_new_tokens - 1:
-                    return
-                if mask is not None:
-                    mask = np.concatenate([mask, np.ones((len(mask), 1), dtype=mask.dtype)], axis=1)
-                logits = decoder.advance(tokens, mask)
-    finally:
-        model.train(was_training)
+                           forced_bos_token_id, forced_eos_token_id, bad_words_ids)
+    with nn.utils.eval_mode(model), no_grad():
+        decoder = _decoder_for(model, ids.shape[1] + max_new_tokens, use_cache)
+        logits = decoder.start(ids, mask)
+        sequences = ids
+        finished = np.zeros(len(ids), dtype=bool)
+        for step in range(max_new_tokens):
+            scores = rules.apply(apply_repetition_penalty(logits, sequences, repetition_penalty), sequences)
+            if do_sample:
+                probabilities = _softmax(_warp(scores, temperature, top_k, top_p))
+                tokens = _sample_rows(probabilities, rng)
+            else:
+                tokens = scores.argmax(axis=-1)
+            tokens = np.where(finished, pad, tokens)
+            sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
+            yield tokens
+            finished |= np.isin(tokens, list(eos)) | stops.hits(sequences)
+            if finished.all() or step == max_new_tokens - 1:
+                return
+            if mask is not None:
+                mask = np.concatenate([mask, np.ones((len(mask), 1), dtype=mask.dtype)], axis=1)
+            logits = decoder.advance(tokens, mask)
 
 
 def generate(model, input_ids, max_new_tokens=None, max_length=None, do_sample=False, temperature=1.0, top_k=None,
              top_p=None, repetition_penalty=1.0, num_return_sequences=1, num_beams=1, length_penalty=1.0,
              eos_token_id=None, pad_token_id=None, stop=None, tokenizer=None, seed=None, attention_mask=None,
              use_cache=True, early_stopping=False, no_repeat_ngram_size=0, min_new_tokens=0, forced_bos_token_id=None,
-             forced_eos_token_id=None) -> np.ndarray:
+             forced_eos_token_id=None, bad_words_ids=None) -> np.ndarray:
     """Token ids [N, prompt + new] (prompt included), one row per returned sequence, as HF's generate."""
     rules = dict(no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
-                 forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id)
+                 forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id,
+                 bad_words_ids=bad_words_ids)
     if num_beams > 1:
         return beam_search(model, input_ids, max_new_tokens=max_new_tokens, max_length=max_length,
                            num_beams=num_beams, num_return_sequences=num_return_sequences,
@@ -363,7 +346,7 @@ def stream_text(model, tokenizer, prompt: str, **kwargs):
 def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beams=4, num_return_sequences=1,
                 length_penalty=1.0, eos_token_id=None, pad_token_id=None, repetition_penalty=1.0,
                 attention_mask=None, use_cache=True, early_stopping=False, no_repeat_ngram_size=0, min_new_tokens=0,
-                forced_bos_token_id=None, forced_eos_token_id=None) -> np.ndarray:
+                forced_bos_token_id=None, forced_eos_token_id=None, bad_words_ids=None) -> np.ndarray:
     """Beam search with Hugging Face's bookkeeping.
 
     At each step every running beam proposes continuations; the best 2 * num_beams (by
@@ -383,7 +366,7 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
     keep = max(2, 1 + len(eos)) * num_beams  # candidates kept per step
     total = prompt + max_new_tokens
     rules = NextTokenRules(prompt, total, eos, no_repeat_ngram_size, min_new_tokens, forced_bos_token_id,
-                           forced_eos_token_id)
+                           forced_eos_token_id, bad_words_ids)
 
     flat = np.repeat(ids, num_beams, axis=0)  # [B*K, prompt]
     mask = None if attention_mask is None else np.repeat(np.asarray(_as_ids(attention_mask)), num_beams, axis=0)
@@ -398,64 +381,59 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
     improvable = np.ones((batch, 1), dtype=bool)
     top_mask = np.arange(keep) < num_beams
 
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            decoder = _decoder_for(model, total, use_cache)
-            logits = decoder.start(flat, mask)
-            length = prompt
-            while True:
-                sequences = running[:, :, :length].reshape(batch * num_beams, length)
-                log_probs = apply_repetition_penalty(_log_softmax(logits), sequences, repetition_penalty)
-                log_probs = rules.apply(log_probs, sequences)
-                vocab = log_probs.shape[-1]
-                totals = (log_probs.reshape(batch, num_beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
-                top = np.argsort(-totals, axis=-1, kind="stable")[:, :keep]  # [B, keep]
-                top_scores = np.take_along_axis(totals, top, axis=-1)
-                source_beam, token = top // vocab, top % vocab
-                candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)  # [B, keep, total]
-                candidates[:, :, length] = token
-                ends = np.isin(token, list(eos)) | (length + 1 >= total)
+    with nn.utils.eval_mode(model), no_grad():
+        decoder = _decoder_for(model, total, use_cache)
+        logits = decoder.start(flat, mask)
+        length = prompt
+        while True:
+            sequences = running[:, :, :length].reshape(batch * num_beams, length)
+            log_probs = apply_repetition_penalty(_log_softmax(logits), sequences, repetition_penalty)
+            log_probs = rules.apply(log_probs, sequences)
+            vocab = log_probs.shape[-1]
+            totals = (log_probs.reshape(batch, num_beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
+            top = np.argsort(-totals, axis=-1, kind="stable")[:, :keep]  # [B, keep]
+            top_scores = np.take_along_axis(totals, top, axis=-1)
+            source_beam, token = top // vocab, top % vocab
+            candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)  # [B, keep, total]
+            candidates[:, :, length] = token
+            ends = np.isin(token, list(eos)) | (length + 1 >= total)
 
-                # the best num_beams unfinished candidates keep running
-                live_scores = top_scores - 1e9 * ends
-                order = np.argsort(-live_scores, axis=-1, kind="stable")[:, :num_beams]
-                running = np.take_along_axis(candidates, order[:, :, None], axis=1)
-                running_scores = np.take_along_axis(live_scores, order, axis=-1)
-                chosen_rows = np.take_along_axis(source_beam, order, axis=-1)  # beam each survivor came from
+            # the best num_beams unfinished candidates keep running
+            live_scores = top_scores - 1e9 * ends
+            order = np.argsort(-live_scores, axis=-1, kind="stable")[:, :num_beams]
+            running = np.take_along_axis(candidates, order[:, :, None], axis=1)
+            running_scores = np.take_along_axis(live_scores, order, axis=-1)
+            chosen_rows = np.take_along_axis(source_beam, order, axis=-1)  # beam each survivor came from
 
-                # top-ranked candidates that ended join the finished pool if they beat it
-                just_finished = ends & top_mask[None, :]
-                penalized = top_scores / ((length + 1 - prompt) ** length_penalty)
-                penalized = penalized - 1e9 * (~improvable) - 1e9 * (~just_finished)
-                if early_stopping is True:
-                    penalized = penalized - 1e9 * is_finished.all(axis=-1, keepdims=True)
-                pool = np.concatenate([finished, candidates], axis=1)
-                pool_scores = np.concatenate([finished_scores, penalized], axis=1)
-                pool_lengths = np.concatenate([finished_lengths, np.full(just_finished.shape, length + 1)], axis=1)
-                pool_done = np.concatenate([is_finished, just_finished], axis=1)
-                best = np.argsort(-pool_scores, axis=-1, kind="stable")[:, :num_beams]
-                finished = np.take_along_axis(pool, best[:, :, None], axis=1)
-                finished_scores = np.take_along_axis(pool_scores, best, axis=-1)
-                finished_lengths = np.take_along_axis(pool_lengths, best, axis=-1)
-                is_finished = np.take_along_axis(pool_done, best, axis=-1)
+            # top-ranked candidates that ended join the finished pool if they beat it
+            just_finished = ends & top_mask[None, :]
+            penalized = top_scores / ((length + 1 - prompt) ** length_penalty)
+            penalized = penalized - 1e9 * (~improvable) - 1e9 * (~just_finished)
+            if early_stopping is True:
+                penalized = penalized - 1e9 * is_finished.all(axis=-1, keepdims=True)
+            pool = np.concatenate([finished, candidates], axis=1)
+            pool_scores = np.concatenate([finished_scores, penalized], axis=1)
+            pool_lengths = np.concatenate([finished_lengths, np.full(just_finished.shape, length + 1)], axis=1)
+            pool_done = np.concatenate([is_finished, just_finished], axis=1)
+            best = np.argsort(-pool_scores, axis=-1, kind="stable")[:, :num_beams]
+            finished = np.take_along_axis(pool, best[:, :, None], axis=1)
+            finished_scores = np.take_along_axis(pool_scores, best, axis=-1)
+            finished_lengths = np.take_along_axis(pool_lengths, best, axis=-1)
+            is_finished = np.take_along_axis(pool_done, best, axis=-1)
 
-                length += 1
-                # can a running beam still beat the worst finished one?
-                best_running = running_scores[:, :1] / ((length - prompt) ** length_penalty)
-                worst_finished = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), -1e9)
-                improvable &= np.any(best_running > worst_finished, axis=-1, keepdims=True)
-                all_done = early_stopping is True and is_finished.all()
-                if not improvable.any() or all_done or ends.all() or length >= total:
-                    break
-                rows = (np.arange(batch)[:, None] * num_beams + chosen_rows).reshape(-1)
-                decoder.reorder(rows)
-                if mask is not None:
-                    mask = np.concatenate([mask[rows], np.ones((len(rows), 1), dtype=mask.dtype)], axis=1)
-                logits = decoder.advance(running[:, :, length - 1].reshape(-1), mask)
-    finally:
-        model.train(was_training)
+            length += 1
+            # can a running beam still beat the worst finished one?
+            best_running = running_scores[:, :1] / ((length - prompt) ** length_penalty)
+            worst_finished = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), -1e9)
+            improvable &= np.any(best_running > worst_finished, axis=-1, keepdims=True)
+            all_done = early_stopping is True and is_finished.all()
+            if not improvable.any() or all_done or ends.all() or length >= total:
+                break
+            rows = (np.arange(batch)[:, None] * num_beams + chosen_rows).reshape(-1)
+            decoder.reorder(rows)
+            if mask is not None:
+                mask = np.concatenate([mask[rows], np.ones((len(rows), 1), dtype=mask.dtype)], axis=1)
+            logits = decoder.advance(running[:, :, length - 1].reshape(-1), mask)
     chosen = finished[:, :num_return_sequences].reshape(batch * num_return_sequences, total)
     longest = int(finished_lengths[:, :num_return_sequences].max())
     return chosen[:, :longest]

@@ -17,5 +17,6 @@ from .lstm import LSTMConfig, LSTMLanguageModel
 
 __all__ = [
     "GPT", "GPTConfig", "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
-    "LSTMConfig", "LSTMLanguageModel", "CheckpointError", "Transformer", "TransformerConfig", "mean_pooling", "l2_normalize", "sentence_embeddings",
+    "LSTMConfig", "LSTMLanguageModel", "CheckpointError", "Transformer", "TransformerConfig", "mean_pooling",
+    "l2_normalize", "sentence_embeddings",
 ]

@@ -32,8 +32,10 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn, ops
-from ..autograd import Tensor, get_default_dtype
-from ..generation import StaticKVCache, beam_search, generate, generate_stream, last_logits
+from ..autograd import Tensor, data_of, get_default_dtype
+from ..generation import generate, generate_stream, last_logits
+from ..nn.attention import padding_mask
+from .gpt import gpt2_init_
 from .hf import CheckpointError, WeightMap, load_mapped, read_config, save_mapped, write_config
 from .output import ModelOutput
 
@@ -74,6 +76,7 @@ class TransformerConfig:
     decoder_start_token_id: int = 0  # the first decoder input (Marian: pad; BART: eos)
     forced_bos_token_id: int | None = None  # generation: the first generated token, when set
     forced_eos_token_id: int | None = None  # generation: the last token at the length limit
+    bad_words_ids: list | None = None  # generation: token sequences never generated (Marian: [[pad]])
 
     def __post_init__(self):
         if self.decoder_vocab_size is None:
@@ -108,6 +111,10 @@ class TransformerConfig:
             if value is not None and not 0 <= value < self.decoder_vocab_size:
                 raise ValueError(f"TransformerConfig.{name} {value} is outside the target vocabulary "
                                  f"of {self.decoder_vocab_size}")
+        for word in self.bad_words_ids or ():
+            if not word or not all(0 <= t < self.decoder_vocab_size for t in word):
+                raise ValueError(f"TransformerConfig.bad_words_ids: {word} is not a non-empty list of target "
+                                 f"token ids (vocabulary {self.decoder_vocab_size})")
 
     @classmethod
     def bart(cls, **overrides) -> "TransformerConfig":
@@ -166,7 +173,8 @@ class TransformerConfig:
         options = dict(
             vocab_size=hf["vocab_size"], decoder_vocab_size=hf.get("decoder_vocab_size") or hf["vocab_size"],
             d_model=hf["d_model"], encoder_layers=hf["encoder_layers"], decoder_layers=hf["decoder_layers"],
-            encoder_attention_heads=hf["encoder_attention_heads"], decoder_attention_heads=hf["decoder_attention_heads"],
+            encoder_attention_heads=hf["encoder_attention_heads"],
+            decoder_attention_heads=hf["decoder_attention_heads"],
             encoder_ffn_dim=hf["encoder_ffn_dim"], decoder_ffn_dim=hf["decoder_ffn_dim"],
             max_position_embeddings=hf["max_position_embeddings"], scale_embedding=hf.get("scale_embedding", False),
             activation=activation, dropout=hf.get("dropout", 0.1), attention_dropout=hf.get("attention_dropout", 0.0),
@@ -175,6 +183,7 @@ class TransformerConfig:
             pad_token_id=hf.get("pad_token_id", 1), bos_token_id=hf.get("bos_token_id"), eos_token_id=eos,
             decoder_start_token_id=hf.get("decoder_start_token_id", eos),
             forced_bos_token_id=hf.get("forced_bos_token_id"), forced_eos_token_id=hf.get("forced_eos_token_id"),
+            bad_words_ids=hf.get("bad_words_ids"),
         )
         return cls(**options, **_HF_KINDS[kind])
 
@@ -203,6 +212,7 @@ class TransformerConfig:
             "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
             "decoder_start_token_id": self.decoder_start_token_id,
             "forced_bos_token_id": self.forced_bos_token_id, "forced_eos_token_id": self.forced_eos_token_id,
+            "bad_words_ids": self.bad_words_ids,
         }
         if kind == "marian":
             config.update(share_encoder_decoder_embeddings=self.share_embeddings,
@@ -295,7 +305,8 @@ class CrossAttention(nn.MultiHeadAttention):
     def attend(self, x: Tensor, keys: Tensor, values: Tensor, key_padding_mask=None, need_weights: bool = False):
         c = self.embed_dim
         batch, length, _ = x.shape
-        q = F.split_heads(F.linear(x, self.in_proj.weight[:c], self.in_proj.bias[:c]), self.num_heads)[0]  # [B, H, T, D]
+        q = F.linear(x, self.in_proj.weight[:c], self.in_proj.bias[:c])  # [B, T, C]
+        q = F.split_heads(q, self.num_heads)[0]  # [B, T, C] -> [B, H, T, D]
         mask = self._combined_mask(batch, length, keys.shape[2], key_padding_mask, None, False, q)  # [B, 1, 1, S]
         result = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=self.dropout,
                                                 training=self.training, return_weights=need_weights)  # [B, H, T, D]
@@ -365,8 +376,11 @@ class Transformer(nn.Module):
         self.register_buffer("final_logits_bias", zeros(1, c.decoder_vocab_size, dtype=get_default_dtype()))  # [1, V]
         self.drop = nn.Dropout(c.dropout)
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
+        # generate's defaults that come with a checkpoint (num_beams, max_length, ...), as
+        # transformers' GenerationConfig; what the caller passes wins.
+        self.generation_defaults: dict = {}
         # BART's and Marian's initialisation: weights ~ N(0, init_std^2), biases 0, padding row 0.
-        nn.init.gpt2_init_(self, c.decoder_layers, std=c.init_std, residual_suffixes=())
+        gpt2_init_(self, c.decoder_layers, std=c.init_std, residual_suffixes=())
 
     @staticmethod
     def _positions(c: TransformerConfig) -> nn.Module:
@@ -440,7 +454,8 @@ class Transformer(nn.Module):
             if output_attentions:
                 attentions.append(weights)  # [B, H, T, S]
         weight = self.target_embeddings.weight if self.lm_head is None else self.lm_head.weight  # [V, C]
-        logits = F.linear(x, weight) + self.final_logits_bias  # [B, T, C] @ [C, V] + [1, V] -> [B, T, V]
+        bias = ops.reshape(self.final_logits_bias, (-1,))  # [1, V] -> [V], added inside the GEMM's output
+        logits = F.linear(x, weight, bias)  # [B, T, C] @ [C, V] + [V] -> [B, T, V]
         return ModelOutput(logits, attentions=attentions)
 
     def forward(self, src_ids, tgt_ids=None, src_attention_mask=None, tgt_attention_mask=None, labels=None,
@@ -457,8 +472,7 @@ class Transformer(nn.Module):
         out = self.decode(tgt_ids, encoder_hidden, src_attention_mask, tgt_attention_mask,
                           output_attentions=output_attentions)
         if labels is not None:
-            xp = self.embed_tokens.weight.device.xp
-            targets = xp.asarray(labels.data if isinstance(labels, Tensor) else labels)
+            targets = data_of(labels, self.embed_tokens.weight.device)
             if targets.shape != out.logits.shape[:2]:
                 raise ValueError(f"labels have shape {targets.shape}, expected {out.logits.shape[:2]} like tgt_ids")
             flat = ops.reshape(out.logits, (-1, out.logits.shape[-1]))  # [B*T, V]
@@ -475,8 +489,7 @@ class Transformer(nn.Module):
 
     # -- input checks -----------------------------------------------------------------------
     def _ids(self, ids, name: str):
-        xp = self.embed_tokens.weight.device.xp
-        ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
+        ids = data_of(ids, self.embed_tokens.weight.device)
         if ids.ndim != 2 or ids.shape[1] == 0:
             raise ValueError(f"{name} must have shape [B, T] with T >= 1, got {ids.shape}")
         return ids
@@ -491,13 +504,11 @@ class Transformer(nn.Module):
         """A [B, S] attention mask (1 = token, 0 = padding) as an additive key mask, or None."""
         if mask is None:
             return None
-        xp = self.embed_tokens.weight.device.xp
-        mask = xp.asarray(mask.data if isinstance(mask, Tensor) else mask)
+        weight = self.embed_tokens.weight
+        mask = data_of(mask, weight.device)
         if mask.shape != shape:
             raise ValueError(f"{name} has shape {mask.shape}, expected {shape} to match {like}")
-        dtype = self.embed_tokens.weight.dtype
-        # Large finite negatives, not -inf: an all-padding row then stays finite, not NaN.
-        return xp.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)  # [B, S]
+        return padding_mask(mask, shape, weight.dtype, weight.device)  # [B, S]: 0 or a large negative
 
     # -- generation -----------------------------------------------------------------------------
     def decoder(self, capacity: int, use_cache: bool = True, src_ids=None, src_attention_mask=None):
@@ -507,48 +518,55 @@ class Transformer(nn.Module):
                              "model.generate(src_ids, ...) rather than the loops of minilm.generation directly")
         return Seq2SeqDecoder(self, src_ids, src_attention_mask, capacity, use_cache)
 
-    def generate(self, src_ids, attention_mask=None, max_new_tokens=None, max_length=None, num_beams: int = 1,
-                 do_sample: bool = False, decoder_start_token_id=None, eos_token_id=None, pad_token_id=None,
-                 forced_bos_token_id=None, forced_eos_token_id=None, **kwargs) -> np.ndarray:
+    def generate(self, src_ids, attention_mask=None, **options) -> np.ndarray:
         """Target ids [N, 1 + new] for source ids [B, S] (N = B * num_return_sequences),
         starting with the decoder start token, as transformers' generate returns them.
 
-        attention_mask [B, S] marks source padding. The special ids default to the config's.
-        Every other option is GPT.generate's (num_beams, length_penalty, early_stopping,
-        num_return_sequences, no_repeat_ngram_size, min_new_tokens, temperature, top_k,
-        top_p, repetition_penalty, seed, use_cache ...); max_length counts the start token.
+        attention_mask [B, S] marks source padding. decoder_start_token_id, eos_token_id,
+        pad_token_id, forced_bos_token_id, forced_eos_token_id and bad_words_ids default to
+        the config's; options not given come from `generation_defaults` (a checkpoint's).
+        Every other option is GPT.generate's (max_new_tokens, num_beams, length_penalty,
+        early_stopping, num_return_sequences, no_repeat_ngram_size, min_new_tokens,
+        do_sample, temperature, top_k, top_p, repetition_penalty, seed, use_cache ...);
+        max_length counts the start token, as in transformers.
         """
-        c = self.config
-        source = self._ids(src_ids, "src_ids")
-        start = c.decoder_start_token_id if decoder_start_token_id is None else decoder_start_token_id
-        start_ids = np.full((source.shape[0], 1), start, dtype=np.int64)  # [B, 1]: the decoder's prompt
-        new = max_new_tokens if max_new_tokens is not None else (None if max_length is None else max_length - 1)
-        if new is not None and 1 + new > c.max_position_embeddings:
-            raise ValueError(f"generate: 1 + {new} target positions exceed the position table "
-                             f"(max_position_embeddings {c.max_position_embeddings})")
-        options = dict(
-            eos_token_id=c.eos_token_id if eos_token_id is None else eos_token_id,
-            pad_token_id=c.pad_token_id if pad_token_id is None else pad_token_id,
-            forced_bos_token_id=c.forced_bos_token_id if forced_bos_token_id is None else forced_bos_token_id,
-            forced_eos_token_id=c.forced_eos_token_id if forced_eos_token_id is None else forced_eos_token_id,
-            max_new_tokens=max_new_tokens, max_length=max_length, **kwargs)
-        bound = _SourceBound(self, source, attention_mask)
-        if num_beams > 1:
-            if do_sample:
-                raise ValueError("generate: beam sampling (num_beams > 1 with do_sample=True) is not implemented")
-            return beam_search(bound, start_ids, num_beams=num_beams, **options)
-        return generate(bound, start_ids, do_sample=do_sample, **options)
+        bound, start_ids, options = self._generation_inputs(src_ids, attention_mask, options)
+        if options.get("num_beams", 1) > 1 and options.get("do_sample"):
+            raise ValueError("generate: beam sampling (num_beams > 1 with do_sample=True) is not implemented")
+        return generate(bound, start_ids, **options)
 
-    def generate_stream(self, src_ids, attention_mask=None, **kwargs):
+    def generate_stream(self, src_ids, attention_mask=None, **options):
         """Greedy or sampled generation yielding each step's new tokens [N] (see `generate`)."""
+        bound, start_ids, options = self._generation_inputs(src_ids, attention_mask, options)
+        options.pop("num_beams", None)  # a checkpoint's default; streaming is greedy or sampled
+        return generate_stream(bound, start_ids, **options)
+
+    def _generation_inputs(self, src_ids, attention_mask, options: dict) -> tuple:
+        """(the model bound to this source, the decoder prompt [B, 1], the options with the
+        checkpoint's defaults and the config's special ids filled in where the caller left
+        them out)."""
         c = self.config
+        defaults = dict(self.generation_defaults)
+        for pair in (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length")):
+            if any(name in options for name in pair):  # the caller's limit replaces the default's
+                for name in pair:
+                    defaults.pop(name, None)
+        options = {**defaults, **options}
+        if "min_length" in options:  # transformers counts the start token; minilm counts new tokens
+            options["min_new_tokens"] = max(options.pop("min_length") - 1, 0)
         source = self._ids(src_ids, "src_ids")
-        start = kwargs.pop("decoder_start_token_id", None)
-        start_ids = np.full((source.shape[0], 1), c.decoder_start_token_id if start is None else start, dtype=np.int64)
-        for name in ("eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id"):
-            if kwargs.get(name) is None:
-                kwargs[name] = getattr(c, name)
-        return generate_stream(_SourceBound(self, source, attention_mask), start_ids, **kwargs)
+        start = options.pop("decoder_start_token_id", None)
+        start_ids = np.full((source.shape[0], 1), c.decoder_start_token_id if start is None else start,
+                            dtype=np.int64)  # [B, 1]: every target starts with the start token
+        for name in ("eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids"):
+            if options.get(name) is None:
+                options[name] = getattr(c, name)
+        new, total = options.get("max_new_tokens"), options.get("max_length")
+        positions = 1 + new if new is not None else total
+        if positions is not None and positions > c.max_position_embeddings:
+            raise ValueError(f"generate: {positions} target positions (the start token and the new ones) exceed "
+                             f"the position table (max_position_embeddings {c.max_position_embeddings})")
+        return _SourceBound(self, source, attention_mask), start_ids, options
 
     # -- Hugging Face layout ------------------------------------------------------------------
     def _hf_mapping(self) -> list[WeightMap]:
@@ -576,7 +594,8 @@ class Transformer(nn.Module):
                         maps += [
                             WeightMap(f"{ours}{attention}.in_proj.{kind}",
                                       tuple(f"{theirs}{their_attention}.{p}_proj.{kind}" for p in "qkv")),
-                            WeightMap(f"{ours}{attention}.out_proj.{kind}", f"{theirs}{their_attention}.out_proj.{kind}"),
+                            WeightMap(f"{ours}{attention}.out_proj.{kind}",
+                                      f"{theirs}{their_attention}.out_proj.{kind}"),
                             WeightMap(f"{ours}{norm}.{kind}", f"{theirs}{their_attention}_layer_norm.{kind}"),
                         ]
                     maps += [WeightMap(f"{ours}ffn.fc1.{kind}", f"{theirs}fc1.{kind}"),
@@ -594,12 +613,15 @@ class Transformer(nn.Module):
     @classmethod
     def from_pretrained(cls, folder) -> "Transformer":
         """Load a Hugging Face BartForConditionalGeneration or MarianMTModel folder
-        (config.json + model.safetensors; generation_config.json's special ids when present)."""
+        (config.json + model.safetensors). generation_config.json (or else config.json) gives
+        the special ids and `generation_defaults` (num_beams, max_length, length_penalty ...)."""
         hf = read_config(folder)
-        if (Path(folder) / "generation_config.json").exists():  # transformers' generation defaults win
-            defaults = read_config(folder, "generation_config.json")
-            hf = {**hf, **{k: defaults[k] for k in _GENERATION_IDS if k in defaults}}
+        # transformers takes generate's defaults from generation_config.json, else from config.json
+        has_generation_file = (Path(folder) / "generation_config.json").exists()
+        generation = read_config(folder, "generation_config.json") if has_generation_file else hf
+        hf = {**hf, **{k: generation[k] for k in _GENERATION_IDS if k in generation}}
         model = cls(TransformerConfig.from_hf(hf, str(Path(folder) / "config.json")))
+        model.generation_defaults = {k: generation[k] for k in _GENERATION_OPTIONS if generation.get(k) is not None}
         # BartModel/MarianModel save the body without the "model." prefix.
         load_mapped(model, folder, model._hf_mapping() + model._hf_head_mapping(), prefixes=("model.", ""))
         return model.eval()
@@ -611,11 +633,13 @@ class Transformer(nn.Module):
         mapping = [m.prefixed(theirs="model.") for m in self._hf_mapping()] + self._hf_head_mapping()
         save_mapped(self, folder, mapping, config)
         generation = {k: config[k] for k in _GENERATION_IDS if config.get(k) is not None}
-        write_config(folder, generation, "generation_config.json")
+        write_config(folder, {**generation, **self.generation_defaults}, "generation_config.json")
 
 
 _GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
-                   "forced_bos_token_id", "forced_eos_token_id")
+                   "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids")
+_GENERATION_OPTIONS = ("num_beams", "max_length", "max_new_tokens", "min_length", "min_new_tokens", "length_penalty",
+                       "early_stopping", "no_repeat_ngram_size", "repetition_penalty")
 
 
 # ---------------------------------------------------------------------------------------
@@ -656,7 +680,7 @@ class Seq2SeqDecoder:
             raise ValueError(f"attention_mask has shape {mask.shape}, expected {tuple(self.src_ids.shape)} "
                              "to match src_ids")
         self.src_mask = mask
-        self.caches = [StaticKVCache(capacity) for _ in model.decoder_layers] if use_cache else None
+        self.caches = [nn.KVCache(capacity) for _ in model.decoder_layers] if use_cache else None
         self.ids = self.memory_kv = self.memory_mask = None
         self.rows_per_source = 1
 

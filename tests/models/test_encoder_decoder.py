@@ -41,12 +41,11 @@ def checkpoint(request, tmp_path_factory):
     model_class, config = _hf_config(kind)
     torch.manual_seed(0)
     reference = model_class(config).eval()
-    with torch.no_grad():
+    with torch.no_grad():  # large enough that outputs depend on the source and some rows end early
         for name, p in reference.named_parameters():
             if "embed_positions" not in name or kind == "bart":  # Marian's sinusoids are fixed, not saved
-                p.add_(0.05 * torch.randn_like(p))
-        reference.final_logits_bias.add_(0.5 * torch.randn_like(reference.final_logits_bias))
-        reference.final_logits_bias[0, config.eos_token_id] += 1.0  # so that some beams finish early
+                p.add_((0.3 if p.ndim > 1 else 0.05) * torch.randn_like(p))
+        reference.final_logits_bias.add_(0.1 * torch.randn_like(reference.final_logits_bias))
     folder = tmp_path_factory.mktemp(kind)
     reference.save_pretrained(folder)
     return kind, folder, model_class
@@ -86,6 +85,24 @@ def test_logits_equal_transformers(checkpoint):
         np.testing.assert_allclose(memory.numpy(), expected.encoder_last_hidden_state.numpy(), atol=1e-5)
         alone = model.decode(tgt, memory, src_attention_mask=mask, tgt_attention_mask=tgt_mask).logits.numpy()
     np.testing.assert_allclose(alone, got.logits.numpy(), atol=1e-6)
+
+
+def test_cross_attention_weights_equal_transformers(checkpoint):
+    """output_attentions: which source positions each target position reads, per layer and head."""
+    _, folder, model_class = checkpoint
+    reference = model_class.from_pretrained(folder, attn_implementation="eager").eval()
+    model = Transformer.from_pretrained(folder)
+    src, mask, tgt = _batch(model)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(src), attention_mask=torch.tensor(mask),
+                             decoder_input_ids=torch.tensor(tgt), output_attentions=True).cross_attentions
+    with ml.no_grad():
+        got = model(src, tgt, src_attention_mask=mask, output_attentions=True).attentions
+    assert len(got) == len(expected) == model.config.decoder_layers
+    for ours, theirs in zip(got, expected):
+        assert ours.shape == tuple(theirs.shape)  # [B, H, T, S]
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
+        np.testing.assert_array_equal(ours.numpy()[2, :, :, 3:], 0.0)  # padded source positions get nothing
 
 
 def test_gradients_equal_torch_for_every_parameter(checkpoint):
@@ -184,6 +201,39 @@ def test_generate_equals_transformers(checkpoint, options):
                                       **options).numpy()
     got = model.generate(src, attention_mask=mask, **options)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_checkpoints_generation_defaults_apply_as_in_transformers(checkpoint, tmp_path):
+    """num_beams, length_penalty, no_repeat_ngram_size, min_length and max_length from
+    generation_config.json, when generate is not given them (and what it is given wins)."""
+    _, folder, model_class = checkpoint
+    reference = model_class.from_pretrained(folder).eval()
+    reference.generation_config.update(num_beams=3, length_penalty=0.7, no_repeat_ngram_size=2, min_length=4,
+                                       max_length=9)
+    reference.save_pretrained(tmp_path)
+    model = Transformer.from_pretrained(tmp_path)
+    src, mask, _ = _batch(model, np.random.default_rng(1))
+    for options in ({}, {"max_new_tokens": 5, "num_beams": 1}):
+        with torch.no_grad():
+            expected = reference.generate(torch.tensor(src), attention_mask=torch.tensor(mask), **options).numpy()
+        np.testing.assert_array_equal(model.generate(src, attention_mask=mask, **options), expected)
+
+
+def test_bad_words_equal_transformers(checkpoint):
+    """Banned words taken from the unconstrained output, so that the ban changes it."""
+    _, folder, model_class = checkpoint
+    reference = model_class.from_pretrained(folder).eval()
+    model = Transformer.from_pretrained(folder)
+    src, mask, _ = _batch(model, np.random.default_rng(1))
+    free = model.generate(src, attention_mask=mask, max_new_tokens=8)
+    bad_words = [[int(free[0, 1])], [int(free[0, 3]), int(free[0, 4])]]
+    for num_beams in (1, 3):
+        with torch.no_grad():
+            expected = reference.generate(torch.tensor(src), attention_mask=torch.tensor(mask), do_sample=False,
+                                          max_new_tokens=8, num_beams=num_beams, bad_words_ids=bad_words).numpy()
+        got = model.generate(src, attention_mask=mask, max_new_tokens=8, num_beams=num_beams, bad_words_ids=bad_words)
+        np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got[:, :free.shape[1]], free[:, :got.shape[1]])
 
 
 def test_cached_generation_equals_uncached_and_sampling_is_seeded(checkpoint):
