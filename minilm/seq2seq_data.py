@@ -238,26 +238,25 @@ def encode_target(tokenizer, text: str, max_length: int) -> list[int]:
     return tokenizer.encode_ordinary(text)[: max_length - 1]
 
 
+def pad_right(rows, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lists of ids as one array [B, longest] padded on the right, and its mask (1 = token, 0 = pad)."""
+    ids = np.full((len(rows), max(len(row) for row in rows)), pad_id, dtype=np.int64)
+    mask = np.zeros(ids.shape, dtype=np.int64)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = row
+        mask[r, : len(row)] = 1
+    return ids, mask
+
+
 def collate(sources, targets, ids: dict) -> dict:
     """Padded arrays of a batch of encoded pairs (lists of ids), padding on the right.
 
     src_ids / src_attention_mask [B, S]; tgt_ids [B, T] = <s> y1 .. yn (the decoder's input),
     labels [B, T] = y1 .. yn </s> with -100 on padding (ignored by the loss), tgt_attention_mask.
     """
-    rows = len(sources)
-    src_len = max(len(s) for s in sources)
-    tgt_len = max(len(t) for t in targets) + 1
-    src_ids = np.full((rows, src_len), ids["pad"], dtype=np.int64)
-    src_mask = np.zeros((rows, src_len), dtype=np.int64)
-    tgt_ids = np.full((rows, tgt_len), ids["pad"], dtype=np.int64)
-    tgt_mask = np.zeros((rows, tgt_len), dtype=np.int64)
-    labels = np.full((rows, tgt_len), -100, dtype=np.int64)
-    for row, (source, target) in enumerate(zip(sources, targets)):
-        src_ids[row, : len(source)] = source
-        src_mask[row, : len(source)] = 1
-        tgt_ids[row, : len(target) + 1] = [ids["bos"], *target]
-        tgt_mask[row, : len(target) + 1] = 1
-        labels[row, : len(target) + 1] = [*target, ids["eos"]]
+    src_ids, src_mask = pad_right(sources, ids["pad"])
+    tgt_ids, tgt_mask = pad_right([[ids["bos"], *target] for target in targets], ids["pad"])
+    labels, _ = pad_right([[*target, ids["eos"]] for target in targets], -100)
     return {"src_ids": src_ids, "src_attention_mask": src_mask, "tgt_ids": tgt_ids,
             "tgt_attention_mask": tgt_mask, "labels": labels}
 

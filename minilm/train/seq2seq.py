@@ -14,7 +14,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..metrics import corpus_bleu, corpus_rouge_l
-from ..seq2seq_data import collate, encode_source, encode_target, special_ids
+from ..seq2seq_data import collate, encode_source, encode_target, pad_right, special_ids
 
 
 class Seq2SeqTask:
@@ -107,12 +107,7 @@ def translate(model, tokenizer, texts, *, max_source_len: int = 128, max_new_tok
     try:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in rows)
-            src = np.full((len(rows), width), ids["pad"], dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                src[r, : len(encoded[i])] = encoded[i]
-                mask[r, : len(encoded[i])] = 1
+            src, mask = pad_right([encoded[i] for i in rows], ids["pad"])  # [N, S]
             generated = np.asarray(model.generate(src, attention_mask=mask, max_new_tokens=max_new_tokens,
                                                   num_beams=num_beams))
             for r, i in enumerate(rows):
