@@ -359,6 +359,11 @@ class DecoderLayer(nn.Module):
 # The model
 # ---------------------------------------------------------------------------------------
 class Transformer(nn.Module):
+    """The encoder-decoder (see the module docstring). Parameter names: embed_tokens (and
+    decoder_embed_tokens when not shared), encoder_/decoder_positions (learned ones),
+    encoder_/decoder_embedding_norm, encoder_layers.i, decoder_layers.i, lm_head (untied);
+    final_logits_bias is a buffer, as in BART and Marian."""
+
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = c = config
