@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from .helpers import oracle
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
