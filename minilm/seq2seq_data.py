@@ -71,7 +71,8 @@ def read_pairs(path) -> list[tuple[str, str]]:
 
 def write_pairs_jsonl(path, pairs) -> None:
     """Pairs as JSON lines (`["source", "target"]`): sources may hold tabs and newlines (code)."""
-    atomic_write_text(path, "".join(json.dumps([source, target], ensure_ascii=False) + "\n" for source, target in pairs))
+    lines = (json.dumps([source, target], ensure_ascii=False) + "\n" for source, target in pairs)
+    atomic_write_text(path, "".join(lines))
 
 
 def read_pairs_jsonl(path) -> list[tuple[str, str]]:

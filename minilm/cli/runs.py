@@ -32,8 +32,16 @@ END_OF_TEXT = "<|endoftext|>"
 
 
 def build_model(kind: str, model_config: dict):
-    from ..models import GPT, BertConfig, BertForMaskedLM, GPTConfig, LSTMConfig, LSTMLanguageModel
-    from ..models import Transformer, TransformerConfig
+    from ..models import (
+        GPT,
+        BertConfig,
+        BertForMaskedLM,
+        GPTConfig,
+        LSTMConfig,
+        LSTMLanguageModel,
+        Transformer,
+        TransformerConfig,
+    )
 
     if kind == "transformer":
         return Transformer(TransformerConfig.from_dict(model_config))

@@ -31,8 +31,14 @@ def wanted(args) -> bool:
 def prepare_run(args):
     """(run config, tokenizer, train pairs, validation pairs, run folder) of a new or resumed run;
     a new run's pairs are split, its joint BPE trained and its folder written here."""
-    from ..seq2seq_data import read_pairs, read_pairs_jsonl, split_pairs, stdlib_summarization, train_joint_bpe
-    from ..seq2seq_data import write_pairs_jsonl
+    from ..seq2seq_data import (
+        read_pairs,
+        read_pairs_jsonl,
+        split_pairs,
+        stdlib_summarization,
+        train_joint_bpe,
+        write_pairs_jsonl,
+    )
     from ..tokenizers import Tokenizer
 
     if args.resume:

@@ -15,5 +15,5 @@ from .seq2seq import Seq2SeqTask
 from .tasks import CausalLMTask, ClassificationTask, MaskedLMTask
 from .trainer import Trainer, TrainingConfig, TrainingDiverged
 
-__all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Seq2SeqTask", "Trainer", "TrainingConfig", "TrainingDiverged",
-           "load_checkpoint", "save_checkpoint"]
+__all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Seq2SeqTask", "Trainer", "TrainingConfig",
+           "TrainingDiverged", "load_checkpoint", "save_checkpoint"]
