@@ -535,3 +535,111 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         keep = (q.device.rng.random(scores_shape, dtype=np.float32) >= dropout_p).astype(q.dtype)
         keep *= 1.0 / (1.0 - dropout_p)
     return Attention(mask, scale, keep, return_weights)(q, k, v)
+
+
+# ---------------------------------------------------------------------------------------
+# The Llama family's pieces: RMS norm, SiLU, rotary position embedding
+# ---------------------------------------------------------------------------------------
+class RMSNorm(Function):
+    """y = x / rms(x) * weight over the last axis, rms(x) = sqrt(mean(x^2) + eps), as one node.
+
+    Half-precision inputs are normalised in float32 and the result cast back before the
+    weight is applied (Hugging Face's LlamaRMSNorm does the same). Backward, with
+    x_hat = x / rms(x) and g = gy * weight:
+      dx = (g - x_hat * mean(g * x_hat)) / rms(x),  dweight = sum gy * x_hat
+    """
+
+    autocast_policy = "float32"  # a mean of squares: float16 loses too much
+
+    def __init__(self, eps: float, has_weight: bool):
+        self.eps, self.has_weight = eps, has_weight
+
+    def forward(self, x, *weight):
+        xp = ops._xp(x)
+        wide = x.astype(np.float32) if x.dtype == np.float16 else x
+        self.inv_rms = 1.0 / xp.sqrt((wide * wide).mean(axis=-1, keepdims=True) + self.eps)  # [..., 1]
+        self.x_hat = _in_dtype(wide * self.inv_rms, x.dtype)  # [..., C]
+        return self.x_hat * weight[0] if self.has_weight else self.x_hat
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        if isinstance(gy, Tensor):  # recording: x_hat and 1/rms as functions of x
+            x_value = self.value(x)
+            inv_rms = 1.0 / ops.sqrt((x_value * x_value).mean(axis=-1, keepdims=True) + self.eps)
+            x_hat = x_value * inv_rms
+        else:
+            x_hat, inv_rms = self.x_hat, self.inv_rms
+        g = gy * self.value(self.inputs[1]) if self.has_weight else gy  # d loss / d x_hat
+        mean_g_x_hat = (g * x_hat).sum(axis=-1, keepdims=True) * (1.0 / x.shape[-1])
+        grads = [_in_dtype((g - x_hat * mean_g_x_hat) * inv_rms, x.dtype) if x.requires_grad else None]
+        if self.has_weight:
+            weight = self.inputs[1]
+            grads.append(ops._reduce_grad_to(gy * x_hat, weight) if weight.requires_grad else None)
+        return tuple(grads)
+
+
+@register("rms_norm")
+def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """Scale the last axis to unit root-mean-square, then by `weight` [C] (no centring, no bias)."""
+    if weight is not None and weight.shape != x.shape[-1:]:
+        raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected {x.shape[-1:]} (the last dim of {x.shape})")
+    return RMSNorm(eps, weight is not None)(x, *([weight] if weight is not None else []))  # [..., C] -> [..., C]
+
+
+class SiLU(Function):
+    """x * sigmoid(x) (the 'swish' of SwiGLU); d/dx = s (1 + x (1 - s)), s = sigmoid(x)."""
+
+    def forward(self, x):
+        self.s = ops.Sigmoid().forward(x)
+        return x * self.s
+
+    def backward(self, gy):
+        x = self.value(self.inputs[0])
+        s = ops.sigmoid(x) if isinstance(gy, Tensor) else self.s
+        return gy * (s * (1 + x * (1 - s)))
+
+
+@register("silu")
+def silu(x: Tensor) -> Tensor:
+    return SiLU()(x)
+
+
+class Rotary(Function):
+    """Rotate the pairs (x[i], x[i + D/2]) of the last axis by per-position angles.
+
+    Hugging Face's rotate-half layout: with x = [x1 | x2] (halves of the head dim) and the
+    angles' cos and sin [..., T, D/2],
+      out = [x1 cos - x2 sin | x2 cos + x1 sin]
+    A rotation's transpose is the rotation by the opposite angles, so backward is this same
+    function with -sin: the rule holds for arrays and, recorded, for Tensors.
+    """
+
+    def __init__(self, cos, sin):
+        self.cos, self.sin = cos, sin
+
+    def forward(self, x):
+        xp, half = ops._xp(x), x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        out = xp.empty(np.broadcast_shapes(x1.shape, self.cos.shape)[:-1] + (2 * half,), dtype=x.dtype)
+        first, second = out[..., :half], out[..., half:]
+        xp.multiply(x1, self.cos, out=first)
+        first -= x2 * self.sin  # x1 cos - x2 sin
+        xp.multiply(x2, self.cos, out=second)
+        second += x1 * self.sin  # x2 cos + x1 sin
+        return out
+
+    def backward(self, gy):
+        inverse = Rotary(self.cos, -self.sin)
+        return ops._reduce_grad_to(inverse(gy) if isinstance(gy, Tensor) else inverse.forward(gy), self.inputs[0])
+
+
+@register("apply_rotary")
+def apply_rotary(x: Tensor, cos, sin) -> Tensor:
+    """Rotary position embedding of x [..., T, D] with the angles' cos, sin [..., T, D/2]
+    (arrays, broadcast against x, e.g. [B, 1, T, D/2] for x [B, H, T, D])."""
+    cos = cos.data if isinstance(cos, Tensor) else cos
+    sin = sin.data if isinstance(sin, Tensor) else sin
+    if x.shape[-1] % 2 or cos.shape[-1] != x.shape[-1] // 2 or cos.shape != sin.shape:
+        raise ValueError(f"apply_rotary: x {x.shape} needs an even last dim and cos, sin of shape [..., T, "
+                         f"{x.shape[-1] // 2}]; got cos {cos.shape}, sin {sin.shape}")
+    return Rotary(_in_dtype(cos, x.dtype), _in_dtype(sin, x.dtype))(x)

@@ -1,4 +1,4 @@
-"""Language models: GPT (causal LM), BERT (masked LM, classification), the LSTM LM."""
+"""Language models: GPT and the Llama family (causal LMs), BERT (masked LM, classification), the LSTM LM."""
 
 from .bert import (
     BertConfig,
@@ -11,9 +11,10 @@ from .bert import (
 )
 from .gpt import GPT, GPTConfig
 from .hf import CheckpointError
+from .llama import Llama, LlamaConfig
 from .lstm import LSTMConfig, LSTMLanguageModel
 
 __all__ = [
-    "GPT", "GPTConfig", "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
+    "GPT", "GPTConfig", "Llama", "LlamaConfig", "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
     "LSTMConfig", "LSTMLanguageModel", "CheckpointError", "mean_pooling", "l2_normalize", "sentence_embeddings",
 ]
