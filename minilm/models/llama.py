@@ -285,7 +285,8 @@ class Llama(nn.Module, GenerationMixin):
         if not path.is_dir():
             raise CheckpointError(f"{path}: neither a checkpoint folder nor a .gguf file")
         config = LlamaConfig.from_hf(read_config(path), str(path / "config.json"))
-        model = cls(config)
+        with nn.init.skip_init():  # every weight is loaded next
+            model = cls(config)
         load_mapped(model, path, model._hf_mapping())
         return model.eval()
 
@@ -410,7 +411,7 @@ class _GGUFTensors(Mapping):
 def _from_gguf(cls, path: Path) -> Llama:
     from ..gguf import GGUFFile, reverse_llama_qk_permutation
 
-    with GGUFFile(path) as gguf:
+    with GGUFFile(path) as gguf, nn.init.skip_init():  # every weight is loaded next
         model = cls(_gguf_config(gguf, path))
         tensors = _GGUFTensors(gguf, model.config, reverse_llama_qk_permutation)
         load_mapped(model, path, _gguf_mapping(model), tensors=tensors)
