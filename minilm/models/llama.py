@@ -17,6 +17,7 @@ the embedding. Checkpoints load from a Hugging Face folder or a GGUF file (dequa
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -202,7 +203,7 @@ class Llama(nn.Module, GenerationMixin):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, ids, targets=None, attention_mask=None, position_ids=None, caches=None,
-                output_attentions: bool = False) -> ModelOutput:
+                output_attentions: bool = False, logits_to_keep: int = 0) -> ModelOutput:
         """Logits [B, T, vocab] for token ids [B, T] (and the loss, with `targets` [B, T]: the
         next token of each position, -100 to ignore one).
 
@@ -211,6 +212,8 @@ class Llama(nn.Module, GenerationMixin):
         position_ids [B or 1, T]: explicit positions instead.
         caches: one KV cache per layer holding P earlier positions (incremental decoding).
         output_attentions: also return each layer's attention weights [B, H, T, P+T].
+        logits_to_keep: the logits of the last that many positions only (0: all). Generation
+        needs the last one: on a prompt, the LM head is then one row instead of T.
         """
         xp = self.embed.weight.device.xp
         ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
@@ -233,6 +236,10 @@ class Llama(nn.Module, GenerationMixin):
             x, weights = block(x, rotary, key_padding_mask=key_padding, cache=caches[i] if caches else None,
                                need_weights=output_attentions)
             attentions.append(weights)  # [B, H, T, P+T] (None unless asked for)
+        if logits_to_keep:
+            if targets is not None:
+                raise ValueError("Llama.forward: a loss needs every position's logits; drop logits_to_keep")
+            x = x[:, -logits_to_keep:]  # [B, T, C] -> [B, K, C]
         x = self.norm(x)  # [B, T, C]
         weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x, weight)  # [B, T, C] @ [C, V] -> [B, T, V]
@@ -243,8 +250,9 @@ class Llama(nn.Module, GenerationMixin):
         return ModelOutput(logits, loss=loss, attentions=attentions if output_attentions else None)
 
     def decoder(self, capacity: int, use_cache: bool = True) -> CausalDecoder:
-        """The generation loops' view of this model: see `minilm.generation.CausalDecoder`."""
-        return CausalDecoder(self, len(self.blocks), capacity, use_cache)
+        """The generation loops' view of this model: see `minilm.generation.CausalDecoder`.
+        It reads the last position's logits only, so the model computes no others."""
+        return CausalDecoder(functools.partial(self, logits_to_keep=1), len(self.blocks), capacity, use_cache)
 
     # -- Hugging Face layout -------------------------------------------------------------------
     def _hf_mapping(self) -> list[WeightMap]:
@@ -400,6 +408,9 @@ class _GGUFTensors(Mapping):
             heads = self.config.num_attention_heads if ".attn_q." in name else self.config.num_key_value_heads
             array = self.unpermute(array, heads)
         return array
+
+    def shape_of(self, name) -> tuple:
+        return self.gguf.tensor_infos[name].shape  # without dequantizing
 
     def __iter__(self):
         return iter(self.gguf.tensor_infos)

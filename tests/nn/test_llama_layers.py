@@ -227,3 +227,11 @@ def test_grouped_query_cache_decoding_equals_full_forward():
 def test_grouped_query_attention_rejects_indivisible_heads():
     with pytest.raises(ValueError, match="num_heads 6 is not a multiple of num_kv_heads 4"):
         nn.MultiHeadAttention(12, 6, num_kv_heads=4)
+
+
+def test_swiglu_gradients_match_finite_differences_and_the_composite():
+    x = leaf(rand(2, 3, 8) * 2)
+    gradcheck(F.swiglu, [x])
+    gradgradcheck(F.swiglu, [x])
+    gate, up = x[..., :4], x[..., 4:]
+    np.testing.assert_allclose(F.swiglu(x).numpy(), (F.silu(gate) * up).numpy(), rtol=1e-12)
