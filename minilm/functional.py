@@ -600,7 +600,8 @@ class RMSNorm(Function):
 def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tensor:
     """Scale the last axis to unit root-mean-square, then by `weight` [C] (no centring, no bias)."""
     if weight is not None and weight.shape != x.shape[-1:]:
-        raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected {x.shape[-1:]} (the last dim of {x.shape})")
+        raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected {x.shape[-1:]} "
+                         f"(the last dim of {x.shape})")
     return RMSNorm(eps, weight is not None)(x, *([weight] if weight is not None else []))  # [..., C] -> [..., C]
 
 
@@ -692,7 +693,8 @@ def apply_rotary(x: Tensor, cos, sin) -> Tensor:
     sin = sin.data if isinstance(sin, Tensor) else sin
     half_shape = x.shape[:-1] + (x.shape[-1] // 2,)
     try:
-        fits = not x.shape[-1] % 2 and cos.shape == sin.shape and np.broadcast_shapes(cos.shape, half_shape) == half_shape
+        fits = not x.shape[-1] % 2 and cos.shape == sin.shape and \
+            np.broadcast_shapes(cos.shape, half_shape) == half_shape
     except ValueError:
         fits = False
     if not fits:

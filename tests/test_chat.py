@@ -1,7 +1,6 @@
 """`minilm chat`: the one-shot form on the real SmolLM2, and the conversation bookkeeping
 (context window, system prompt, /reset, /exit) on a tiny random model with SmolLM2's tokenizer."""
 
-import numpy as np
 import pytest
 
 import minilm as ml
