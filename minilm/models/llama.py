@@ -96,6 +96,10 @@ class LlamaConfig:
         if model_type not in MODEL_TYPES:
             raise CheckpointError(f"{source}: model_type {model_type!r} is not a Llama-family model minilm runs "
                                   f"({', '.join(MODEL_TYPES)})")
+        required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+        missing = [name for name in required if name not in hf]
+        if missing:
+            raise CheckpointError(f"{source}: missing {', '.join(missing)}")
         problems = []
         if hf.get("hidden_act", "silu") != "silu":
             problems.append(f"hidden_act {hf['hidden_act']!r} (minilm's SwiGLU uses silu)")

@@ -235,3 +235,10 @@ def test_swiglu_gradients_match_finite_differences_and_the_composite():
     gradgradcheck(F.swiglu, [x])
     gate, up = x[..., :4], x[..., 4:]
     np.testing.assert_allclose(F.swiglu(x).numpy(), (F.silu(gate) * up).numpy(), rtol=1e-12)
+
+
+def test_skip_init_leaves_weights_unset_for_loading():
+    with nn.init.skip_init():
+        layer = nn.Linear(4, 3)
+    assert not layer.weight.numpy().any()
+    assert nn.Linear(4, 3).weight.numpy().any()  # outside, initialised as usual
