@@ -230,7 +230,8 @@ class CausalDecoder:
             cache.reorder(rows)
 
 
-def last_logits(logits: Tensor) -> np.ndarray:
+def last_logits(logits) -> np.ndarray:
+    logits = getattr(logits, "logits", logits)  # a ModelOutput or the logits Tensor itself
     return logits[:, -1].numpy().astype(np.float64)  # [N, V] on the host, float64 for stable sums
 
 

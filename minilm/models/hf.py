@@ -27,6 +27,7 @@ class WeightMap:
     ours: str  # name in model.state_dict()
     theirs: str | tuple  # name in the checkpoint; several names = stacked along axis 0
     transposed: bool = False  # GPT-2's Conv1D stores [in, out]; our Linear holds [out, in]
+    rows: tuple | None = None  # rows of each stacked part when they differ (Llama's q, k, v with fewer kv heads)
 
     @property
     def parts(self) -> tuple:
@@ -35,7 +36,12 @@ class WeightMap:
     def prefixed(self, ours: str = "", theirs: str = "") -> "WeightMap":
         """The same entry with prefixes put before our name and each of theirs."""
         names = tuple(theirs + part for part in self.parts)
-        return WeightMap(ours + self.ours, names if isinstance(self.theirs, tuple) else names[0], self.transposed)
+        return WeightMap(ours + self.ours, names if isinstance(self.theirs, tuple) else names[0], self.transposed,
+                         self.rows)
+
+    def part_rows(self, total: int) -> list[int]:
+        """The number of rows each part contributes to our tensor of `total` rows."""
+        return list(self.rows) if self.rows is not None else [total // len(self.parts)] * len(self.parts)
 
 
 def read_config(folder, name: str = "config.json") -> dict:
@@ -64,49 +70,51 @@ def read_weights(folder) -> tuple[dict, str]:
             shards = sorted(set(json.load(f)["weight_map"].values()))
         tensors = {}
         for shard in shards:
-            tensors.update(load_file(folder / shard))
+            path = folder / shard
+            if path.resolve().parent != folder.resolve():
+                raise CheckpointError(f"{index}: shard {shard!r} lies outside the checkpoint folder")
+            tensors.update(load_file(path))
         return tensors, str(index)
     raise CheckpointError(f"{folder}: no model.safetensors (minilm reads safetensors weights only, never pickles)")
 
 
-def load_mapped(model, folder, mapping: list[WeightMap], prefixes=("",)) -> None:
+def load_mapped(model, folder, mapping: list[WeightMap], prefixes=("",), tensors=None) -> None:
     """Copy the checkpoint's tensors into `model` following `mapping`; strict about names and shapes.
 
     Each name is looked up with each of `prefixes` in front, in order: Hugging Face saves
     `bert.encoder...` from BertForMaskedLM but `encoder...` from BertModel.
+    tensors: a mapping {name: host array} to read instead of the folder's safetensors (e.g.
+    a GGUF file's, dequantized on access; its optional `shape_of(name)` saves reading a
+    tensor to check its shape); `folder` then only names the source in errors.
+    Every name and shape is checked before anything is copied, so a checkpoint that does
+    not fit leaves the model untouched; then one tensor at a time is read and copied.
     """
-    tensors, source = read_weights(folder)
-    targets = model.state_dict()
-    problems = []
-    values = {}
+    tensors, source = read_weights(folder) if tensors is None else (tensors, str(folder))
+    shape_of = getattr(tensors, "shape_of", lambda name: tensors[name].shape)
+    live = model._state_entries()
+    problems, plan = [], []
     for entry in mapping:
-        pieces = []
-        for part in entry.parts:
-            found = next((p + part for p in prefixes if p + part in tensors), None)
-            if found is None:
-                problems.append(f"missing tensor {prefixes[0] + part!r} (for {entry.ours})")
-                break
-            pieces.append((found, tensors[found].T if entry.transposed else tensors[found]))
-        if len(pieces) != len(entry.parts):
+        found = [next((p + part for p in prefixes if p + part in tensors), None) for part in entry.parts]
+        missing = [prefixes[0] + part for part, name in zip(entry.parts, found) if name is None]
+        problems += [f"missing tensor {name!r} (for {entry.ours})" for name in missing]
+        if missing:
             continue
-        expected = tuple(targets[entry.ours].shape)
-        expected_piece = (expected[0] // len(pieces),) + expected[1:]
-        wrong = [(name, a.shape) for name, a in pieces if tuple(a.shape) != expected_piece]
-        for name, shape in wrong:
-            shown = tuple(reversed(shape)) if entry.transposed else tuple(shape)
-            wanted = tuple(reversed(expected_piece)) if entry.transposed else expected_piece
-            problems.append(f"tensor {name!r} has shape {shown}, the model expects {wanted}")
-        if wrong:
-            continue
-        array = pieces[0][1] if len(pieces) == 1 else np.concatenate([a for _, a in pieces], axis=0)
-        values[entry.ours] = np.ascontiguousarray(array)
+        expected = tuple(live[entry.ours].shape)
+        for name, rows in zip(found, entry.part_rows(expected[0])):
+            want = (rows,) + expected[1:]
+            shape = tuple(shape_of(name))
+            if (tuple(reversed(shape)) if entry.transposed else shape) != want:
+                wanted = tuple(reversed(want)) if entry.transposed else want
+                problems.append(f"tensor {name!r} has shape {shape}, the model expects {wanted}")
+        plan.append((entry, found))
     if problems:
         raise CheckpointError(f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
     with no_grad():
-        live = model._state_entries()
-        for name, array in values.items():
-            target = live[name]
-            target.copy_(target.device.asarray(array.astype(target.dtype, copy=False)))
+        for entry, found in plan:
+            pieces = [tensors[name].T if entry.transposed else tensors[name] for name in found]
+            array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+            target = live[entry.ours]
+            target.copy_(target.device.asarray(np.ascontiguousarray(array).astype(target.dtype, copy=False)))
 
 
 def save_mapped(model, folder, mapping: list[WeightMap], config: dict) -> None:
@@ -117,7 +125,8 @@ def save_mapped(model, folder, mapping: list[WeightMap], config: dict) -> None:
     tensors = {}
     for entry in mapping:
         array = state[entry.ours].numpy()
-        for part, piece in zip(entry.parts, np.split(array, len(entry.parts), axis=0)):
+        boundaries = np.cumsum(entry.part_rows(array.shape[0]))[:-1]
+        for part, piece in zip(entry.parts, np.split(array, boundaries, axis=0)):
             tensors[part] = np.ascontiguousarray(piece.T if entry.transposed else piece)
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
     write_config(folder, config)
