@@ -12,6 +12,12 @@ import os
 
 import numpy as np
 
+from . import allocator
+
+# Keep freed memory for reuse (glibc's mmap/trim thresholds; MINILM_MALLOC_POLICY=0 turns it
+# off): without it every large temporary of a training step is a fresh, zero-filled mmap.
+allocator.apply_policy()
+
 # NumPy has no erf; math.erf element by element is exact and (~90 ns an element) fast
 # enough for the exact GELU of BERT-sized activations.
 _erf_per_element = np.frompyfunc(math.erf, 1, 1)
