@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -97,12 +99,13 @@ def torch_step(torch, config: GPTConfig, batch: int, seed: int = 0):
     return step
 
 
-def time_steps(step, steps: int) -> float:
+def time_steps(step, steps: int, clock=time.perf_counter) -> float:
+    """Median seconds of `steps` calls on `clock` (perf_counter: wall; process_time: CPU)."""
     samples = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start = clock()
         step()
-        samples.append(time.perf_counter() - start)
+        samples.append(clock() - start)
     return statistics.median(samples)
 
 
@@ -125,6 +128,15 @@ def model_flops(config: GPTConfig, batch: int) -> float:
     return 6 * n * tokens + 3 * attention
 
 
+def use_threads(threads: int | None) -> None:
+    """Re-run this script with every library's thread count set (they read it at start-up)."""
+    if not threads or os.environ.get("MINILM_NUM_THREADS") == str(threads):
+        return
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MINILM_NUM_THREADS")
+    os.environ.update({name: str(threads) for name in names})
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, batch_help: str | None = None) -> None:
     """The GPT size and timing options this benchmark and distributed_bench.py share."""
     parser.add_argument("--layers", type=int, default=4)
@@ -141,8 +153,15 @@ def main() -> None:
     add_model_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
     parser.add_argument("--profile", action="store_true", help="print minilm's cProfile top entries")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS, torch and minilm threads (default: the libraries' own); with 1, the CPU-time "
+                             "ratio is a fair measure on a machine other processes load")
     args = parser.parse_args()
+    use_threads(args.threads)
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     config = GPTConfig(vocab_size=args.vocab, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
                        block_size=args.block)
@@ -153,6 +172,7 @@ def main() -> None:
         t_ours.append(time_steps(ours, args.steps))
         t_theirs.append(time_steps(theirs, args.steps))
     best_ours, best_theirs = min(t_ours), min(t_theirs)
+    cpu_ours, cpu_theirs = time_steps(ours, args.steps, time.process_time), time_steps(theirs, args.steps, time.process_time)
     faults_ours, system_ours = kernel_cost(ours, args.steps)
     faults_theirs, system_theirs = kernel_cost(theirs, args.steps)
     flops = model_flops(config, args.batch)
@@ -165,6 +185,8 @@ def main() -> None:
           f"{faults_theirs:7.0f} minor faults, {system_theirs:5.1f} ms system time a step")
     print(f"  ratio minilm/torch = {best_ours / best_theirs:.2f}x  (medians of {args.steps} steps, best of "
           f"{args.rounds} alternating rounds)")
+    print(f"  CPU time a step (all threads): minilm {cpu_ours * 1e3:.1f} ms, torch {cpu_theirs * 1e3:.1f} ms, "
+          f"ratio {cpu_ours / cpu_theirs:.2f}x")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -48,6 +48,7 @@ def _cases():
     yield F.Attention(RNG.standard_normal((1, 4)), 0.3, None, False), [_leaf(3, 4), _leaf(4, 4), _leaf(4, 2)]
     yield F.Unbind(), [_leaf(3, 2, 4)]
     yield F.LSTMCell(), [_leaf(3, 8), _leaf(3, 2)]
+    yield F.LSTMLayer(), [_leaf(4, 3, 8), _leaf(8, 2), _leaf(3, 2), _leaf(3, 2)]
 
 
 def _gradients(outputs, inputs, output_grads):
