@@ -75,7 +75,8 @@ def main() -> None:
                                .encode_batch(documents, allowed_special="none"), args.rounds)
     if batch != batch_expected:
         raise SystemExit("FAIL: encode_batch's ids differ from tiktoken's")
-    rows.append((f"encode_batch, {len(documents)} docs, cold", t_batch, f"tiktoken {cores} threads", t_peer_batch, ""))
+    rows.append((f"encode_batch, {len(documents)} docs, cold", t_batch, f"tiktoken {cores} threads", t_peer_batch,
+                 ""))
 
     whole, t_whole = best_time(lambda: BPETokenizer(tokenizer.mergeable_ranks(), tokenizer.pattern)
                                .encode_ordinary_parallel(unseen), args.rounds)
@@ -83,8 +84,8 @@ def main() -> None:
         raise SystemExit("FAIL: encode_ordinary_parallel's ids differ from tiktoken's")
     rows.append((f"one text, {cores} processes, cold", t_whole, "minilm 1 process", t_cold, "uses every core"))
 
-    print(f"{size_mb:.2f} MB of unseen stdlib sources, {len(expected):,} tokens, vocab {args.vocab_size}, gpt4 pattern; "
-          "ids identical to tiktoken's")
+    print(f"{size_mb:.2f} MB of unseen stdlib sources, {len(expected):,} tokens, vocab {args.vocab_size}, "
+          "gpt4 pattern; ids identical to tiktoken's")
     print(f"{'measure':<34}{'minilm':>11}{'peer':>22}{'peer':>11}{'ratio':>8}   goal")
     for what, ours, peer, theirs, goal in rows:
         print(f"{what:<34}{size_mb / ours:>7.2f}MB/s{peer:>22}{size_mb / theirs:>7.2f}MB/s{theirs / ours:>8.2f}   {goal}")

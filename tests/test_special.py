@@ -12,7 +12,8 @@ _reference = np.frompyfunc(math.erf, 1, 1)
 
 def _grid() -> np.ndarray:
     """A dense grid over every piece and its edges, tiny and huge magnitudes, both signs."""
-    edges = sorted({p.low for p in special._FLOAT64 + special._FLOAT32} | {p.high for p in special._FLOAT64 + special._FLOAT32})
+    pieces = special._FLOAT64 + special._FLOAT32
+    edges = sorted({p.low for p in pieces} | {p.high for p in pieces})
     near_edges = np.concatenate([np.nextafter(e, [-np.inf, np.inf]) for e in edges] + [np.array(edges)])
     x = np.concatenate([np.linspace(0, 7, 200_001), np.geomspace(1e-300, 30, 20_000), near_edges,
                         [0.0, 5e-324, 1e-20, 1e300, np.inf]])
