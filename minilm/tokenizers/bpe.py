@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Set
 from itertools import chain
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import regex
 
@@ -32,6 +32,8 @@ from . import formats
 from .base import LineReader, Tokenizer
 from .bpe_training import learn_merges
 from .byte_pair import merge_bytes
+from .chat import render_chat_template
+from .gguf import read_gguf_tokenizer
 from .patterns import resolve_pattern
 from .pretokenize import Splitter, can_cut, cut_points
 from .progress import ProgressBar, progress_wanted
@@ -52,8 +54,17 @@ class BPETokenizer(Tokenizer):
     """Byte-level BPE tokenizer.
 
     `mergeable_ranks` maps every token's bytes to its merge rank (all 256 single
-    bytes must be present); `token_ids` maps the same bytes to ids when ids differ
-    from ranks (default: id = rank); `special_tokens` maps text to id.
+    bytes must be present, unless `missing_bytes="skip"`); `token_ids` maps the same
+    bytes to ids when ids differ from ranks (default: id = rank); `special_tokens`
+    maps text to id.
+
+    `missing_bytes="skip"` accepts a table without some single bytes and drops those
+    bytes when encoding, as Hugging Face and llama.cpp do for vocabularies (such as
+    SmolLM2's) that lack bytes which never occur in UTF-8 text.
+
+    Tokenizers of chat models also carry `bos_token_id` / `eos_token_id`, whether
+    `encode` adds them (`add_bos_token` / `add_eos_token`), and the model's
+    `chat_template` (see `apply_chat_template`); `from_pretrained` sets them.
     """
 
     file_kind = "bpe"
@@ -64,7 +75,12 @@ class BPETokenizer(Tokenizer):
         pattern: str = "gpt4",
         special_tokens: dict[str, int] | None = None,
         token_ids: dict[bytes, int] | None = None,
+        *,
+        missing_bytes: Literal["error", "skip"] = "error",
     ):
+        if missing_bytes not in ("error", "skip"):
+            raise ValueError(f"missing_bytes must be 'error' or 'skip', got {missing_bytes!r}")
+        self.missing_bytes = missing_bytes
         self.pattern = resolve_pattern(pattern)
         try:
             self._split = Splitter(self.pattern)
@@ -80,11 +96,17 @@ class BPETokenizer(Tokenizer):
         self._vocab_size = max(self._bytes_by_id) + 1
         self._chunk_cache: dict[str, tuple[int, ...]] = {}
         self._special_regexes: dict[frozenset[str], regex.Pattern] = {}
+        self.bos_token_id: int | None = None
+        self.eos_token_id: int | None = None
+        self.add_bos_token = False
+        self.add_eos_token = False
+        self.chat_template: str | None = None
 
     def _check_tables(self) -> None:
         missing = [byte for byte in range(256) if bytes([byte]) not in self._ranks]
-        if missing:
-            raise ValueError(f"mergeable_ranks lacks {len(missing)} single bytes (first: 0x{missing[0]:02x}); all 256 are needed")
+        if missing and self.missing_bytes == "error":
+            raise ValueError(f"mergeable_ranks lacks {len(missing)} single bytes (first: 0x{missing[0]:02x}); "
+                             "all 256 are needed")
         if len(set(self._ranks.values())) != len(self._ranks):
             raise ValueError("mergeable_ranks gives the same rank to two tokens")
         if self._token_ids.keys() != self._ranks.keys():
@@ -165,6 +187,7 @@ class BPETokenizer(Tokenizer):
         *,
         allowed_special: AllowedSpecial = "none_raise",
         disallowed_special: Literal["all"] | Collection[str] = "all",
+        add_special_tokens: bool = True,
     ) -> list[int]:
         """Token ids for `text`, with tiktoken's rules for special-token text.
 
@@ -175,7 +198,21 @@ class BPETokenizer(Tokenizer):
         "allow none, disallow none": the text is encoded as ordinary text.
         `encode(text, allowed_special=A, disallowed_special=D)` with a set A
         behaves as tiktoken's `Encoding.encode` with the same arguments.
+        `add_special_tokens`: add BOS / EOS where `add_bos_token` / `add_eos_token`
+        say so (as Hugging Face's `encode` does; both are off unless a model's
+        tokenizer file turns them on).
         """
+        ids = self._encode_with_specials(text, allowed_special, disallowed_special)
+        if add_special_tokens:
+            if self.add_bos_token and self.bos_token_id is not None:
+                ids.insert(0, self.bos_token_id)
+            if self.add_eos_token and self.eos_token_id is not None:
+                ids.append(self.eos_token_id)
+        return ids
+
+    def _encode_with_specials(
+        self, text: str, allowed_special: AllowedSpecial, disallowed_special: Literal["all"] | Collection[str]
+    ) -> list[int]:
         allowed = self._allowed_specials(allowed_special)
         if allowed_special == "none":
             disallowed: Collection[str] = ()
@@ -274,7 +311,10 @@ class BPETokenizer(Tokenizer):
         token_id = self._token_ids.get(piece)
         if token_id is not None:  # the whole chunk is one token (tiktoken's shortcut)
             return (token_id,)
-        return tuple(map(self._token_ids.__getitem__, merge_bytes(piece, self._ranks)))
+        parts = merge_bytes(piece, self._ranks)
+        if self.missing_bytes == "skip":  # a byte with no token of its own stays a part alone
+            return tuple(self._token_ids[part] for part in parts if part in self._token_ids)
+        return tuple(map(self._token_ids.__getitem__, parts))
 
     # ---- decoding ------------------------------------------------------------------
 
@@ -324,6 +364,10 @@ class BPETokenizer(Tokenizer):
     #   <rank> <id> <token bytes in base64>        N lines, by rank
     #   specials <M>
     #   <id> "<special token text as a JSON string>"   M lines
+    #   option <name> <JSON value>                 optional lines, only for settings
+    #                                              that differ from the defaults
+
+    _OPTIONS = ("missing_bytes", "bos_token_id", "eos_token_id", "add_bos_token", "add_eos_token", "chat_template")
 
     def _format_lines(self) -> list[str]:
         lines = [f"pattern {json.dumps(self.pattern, ensure_ascii=False)}", f"tokens {len(self._ranks)}"]
@@ -332,6 +376,10 @@ class BPETokenizer(Tokenizer):
         lines.append(f"specials {len(self.special_tokens)}")
         for text, token_id in sorted(self.special_tokens.items(), key=lambda item: item[1]):
             lines.append(f"{token_id} {json.dumps(text, ensure_ascii=False)}")
+        defaults = BPETokenizer({bytes([byte]): byte for byte in range(256)})
+        for name in self._OPTIONS:
+            if getattr(self, name) != getattr(defaults, name):
+                lines.append(f"option {name} {json.dumps(getattr(self, name), ensure_ascii=False)}")
         return lines
 
     @classmethod
@@ -356,10 +404,79 @@ class BPETokenizer(Tokenizer):
             if not token_id.isdigit():
                 raise reader.error("expected '<id> \"<text>\"'")
             special_tokens[_parse_json_string(reader, text)] = int(token_id)
+        options = {}
+        while not reader.at_end():
+            keyword, _, setting = reader.next_line("an option line").partition(" ")
+            if keyword != "option":
+                raise reader.error("unexpected content after the end of the data")
+            name, _, value = setting.partition(" ")
+            if name not in cls._OPTIONS:
+                raise reader.error(f"unknown option {name!r}")
+            try:
+                options[name] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise reader.error(f"invalid JSON value ({exc.msg})") from None
         try:
-            return cls(ranks, pattern, special_tokens, token_ids)
-        except ValueError as exc:
+            tokenizer = cls(ranks, pattern, special_tokens, token_ids, missing_bytes=options.pop("missing_bytes", "error"))
+            tokenizer._set_model_options(**options)
+        except (TypeError, ValueError) as exc:
             raise reader.error(f"inconsistent tokenizer: {exc}") from None
+        return tokenizer
+
+    def _set_model_options(
+        self,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        add_bos_token: bool = False,
+        add_eos_token: bool = False,
+        chat_template: str | None = None,
+    ) -> None:
+        """Set the chat-model settings (see the class docstring), checking them."""
+        for name, token_id in (("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id)):
+            if token_id is not None and (isinstance(token_id, bool) or token_id not in self._bytes_by_id):
+                raise ValueError(f"{name}={token_id!r} is not a token id of this tokenizer")
+        for name, flag in (("add_bos_token", add_bos_token), ("add_eos_token", add_eos_token)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise TypeError(f"chat_template must be a str, got {type(chat_template).__name__}")
+        self.bos_token_id, self.eos_token_id = bos_token_id, eos_token_id
+        self.add_bos_token, self.add_eos_token = add_bos_token, add_eos_token
+        self.chat_template = chat_template
+
+    # ---- chat ------------------------------------------------------------------------
+
+    def apply_chat_template(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = False,
+        tokenize: bool = True,
+        chat_template: str | None = None,
+        **template_variables: Any,
+    ) -> list[int] | str:
+        """Render a conversation with the model's chat template, as Hugging Face does.
+
+        `messages` is a list of {"role": "system" | "user" | "assistant", "content": str}.
+        `add_generation_prompt=True` ends the prompt with the opening of the assistant's
+        turn (what to pass when asking the model for a reply). Returns token ids (special
+        tokens in the text become their ids; no BOS is added beyond what the template
+        writes), or the text with `tokenize=False`. `chat_template` overrides the
+        tokenizer's own; other keyword arguments become template variables. Needs Jinja2
+        (`pip install minilm[chat]`).
+        """
+        template = chat_template if chat_template is not None else self.chat_template
+        if template is None:
+            raise ValueError(
+                "this tokenizer has no chat template (none came with its files); pass chat_template=..."
+            )
+        for name in ("bos", "eos"):
+            token_id = getattr(self, f"{name}_token_id")
+            if token_id is not None:
+                template_variables.setdefault(f"{name}_token", self.decode([token_id]))
+        text = render_chat_template(template, messages, add_generation_prompt, **template_variables)
+        if not tokenize:
+            return text
+        return self.encode(text, allowed_special="all", add_special_tokens=False)
 
     # ---- other libraries' files ------------------------------------------------------
 
@@ -400,15 +517,41 @@ class BPETokenizer(Tokenizer):
         formats.write_vocab_and_merges(directory, self._ranks, self._token_ids, self.special_tokens)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, pattern: str | None = None) -> BPETokenizer:
-        """Load from a directory holding `tokenizer.json`, or else `vocab.json` +
-        `merges.txt` (then the pattern defaults to GPT-2's)."""
-        directory = Path(directory)
-        if (directory / "tokenizer.json").is_file():
-            return cls.from_tokenizer_json(directory / "tokenizer.json", pattern)
-        if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-            return cls.from_vocab_and_merges(directory / "vocab.json", directory / "merges.txt", pattern or "gpt2")
-        raise FileNotFoundError(f"{directory} has neither tokenizer.json nor vocab.json + merges.txt")
+    def from_gguf(cls, path: str | os.PathLike, pattern: str | None = None) -> BPETokenizer:
+        """Load the tokenizer stored in a GGUF model file's metadata (see `gguf.py`):
+        vocabulary, merges, the pre-tokenizer that `tokenizer.ggml.pre` names (or
+        `pattern`), control tokens, BOS/EOS and the chat template."""
+        data = read_gguf_tokenizer(path, pattern)
+        tokenizer = cls(data.ranks, data.pattern, data.special_tokens, data.token_ids, missing_bytes="skip")
+        tokenizer._set_model_options(
+            data.bos_token_id, data.eos_token_id, data.add_bos_token, data.add_eos_token, data.chat_template
+        )
+        return tokenizer
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, pattern: str | None = None) -> BPETokenizer:
+        """Load from a `.gguf` model file, or from a directory holding `tokenizer.json`,
+        or else `vocab.json` + `merges.txt` (then the pattern defaults to GPT-2's).
+
+        In a directory, `tokenizer_config.json` (and `chat_template.jinja`), where
+        present, give the chat template, BOS/EOS and `add_bos_token`/`add_eos_token`.
+        """
+        path = Path(path)
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return cls.from_gguf(path, pattern)
+        if (path / "tokenizer.json").is_file():
+            tokenizer = cls.from_tokenizer_json(path / "tokenizer.json", pattern)
+        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            tokenizer = cls.from_vocab_and_merges(path / "vocab.json", path / "merges.txt", pattern or "gpt2")
+        else:
+            raise FileNotFoundError(f"{path} is not a .gguf file and holds neither tokenizer.json nor vocab.json + merges.txt")
+        options = formats.read_tokenizer_config(path, tokenizer.special_tokens)
+        if options:
+            try:
+                tokenizer._set_model_options(**options)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path / 'tokenizer_config.json'}: {exc}") from None
+        return tokenizer
 
 
 class StreamDecoder:

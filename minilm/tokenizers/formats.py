@@ -94,7 +94,8 @@ def read_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
 
 
 def write_tiktoken_ranks(path: str | os.PathLike, ranks: dict[bytes, int]) -> None:
-    lines = [f"{base64.b64encode(token).decode('ascii')} {rank}" for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
+    lines = [f"{base64.b64encode(token).decode('ascii')} {rank}"
+             for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
@@ -102,7 +103,11 @@ def write_tiktoken_ranks(path: str | os.PathLike, ranks: dict[bytes, int]) -> No
 
 
 def build_from_vocab_and_merges(
-    vocab: dict[str, int], merges: list[tuple[str, str]], added_tokens: dict[str, int], source: str
+    vocab: dict[str, int],
+    merges: list[tuple[str, str]],
+    added_tokens: dict[str, int],
+    source: str,
+    allow_missing_bytes: bool = False,
 ) -> ImportedBPE:
     """Turn a byte-level vocabulary and merge list into ranks, ids and special tokens.
 
@@ -111,11 +116,15 @@ def build_from_vocab_and_merges(
     splits of the same bytes) adds nothing: rank-based encoding already forms
     that token at its first rank. Vocabulary entries that are neither bytes nor
     merge results (GPT-2's "<|endoftext|>") become special tokens.
+    `allow_missing_bytes` accepts a vocabulary without some single bytes (see
+    `BPETokenizer`'s `missing_bytes="skip"`).
     """
     byte_ids = {}
     for byte in range(256):
         char = BYTE_TO_UNICODE[byte]
         if char not in vocab:
+            if allow_missing_bytes:
+                continue
             raise ValueError(
                 f"{source}: the vocabulary lacks byte 0x{byte:02x} ({char!r}); a byte-level BPE needs all "
                 "256 bytes (with Hugging Face's BpeTrainer pass initial_alphabet=pre_tokenizers.ByteLevel.alphabet())"
@@ -174,7 +183,8 @@ def _pattern_from_pre_tokenizer(pre_tokenizer: dict | None, source: str) -> str:
         steps = pre_tokenizer.get("pretokenizers", [])
         if len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel":
             split, byte_level = steps
-            if byte_level_pattern(byte_level) is None and split.get("behavior") == "Isolated" and not split.get("invert"):
+            isolated = split.get("behavior") == "Isolated" and not split.get("invert")
+            if byte_level_pattern(byte_level) is None and isolated:
                 if "Regex" in split["pattern"]:
                     return split["pattern"]["Regex"]
                 return regex.escape(split["pattern"]["String"])
@@ -215,7 +225,8 @@ def write_tokenizer_json(
     pattern: str,
 ) -> None:
     """Write a Hugging Face `tokenizer.json` (merges in the newer [left, right] form)."""
-    vocab = {bytes_to_printable(token): token_id for token, token_id in sorted(token_ids.items(), key=lambda item: item[1])}
+    vocab = {bytes_to_printable(token): token_id
+             for token, token_id in sorted(token_ids.items(), key=lambda item: item[1])}
     merges = [[bytes_to_printable(left), bytes_to_printable(right)] for left, right in recover_merges(ranks)]
     added_tokens = [
         {"id": token_id, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
@@ -277,3 +288,38 @@ def write_vocab_and_merges(
     merges = [f"{bytes_to_printable(left)} {bytes_to_printable(right)}" for left, right in recover_merges(ranks)]
     write_text_atomic(directory / "vocab.json", json.dumps(vocab, ensure_ascii=False) + "\n")
     write_text_atomic(directory / "merges.txt", "\n".join(["#version: 0.2", *merges]) + "\n")
+
+
+def read_tokenizer_config(directory: str | os.PathLike, special_tokens: dict[str, int]) -> dict:
+    """The chat-model settings of a Hugging Face tokenizer folder, as keyword arguments
+    for `BPETokenizer._set_model_options` (empty when the folder has none).
+
+    `tokenizer_config.json` names BOS and EOS by their text (a string, or an added-token
+    object with "content"); `chat_template` there is a string or a list of named
+    templates (the one named "default" is used). A `chat_template.jinja` file, which
+    newer transformers versions write instead, takes precedence.
+    """
+    directory = Path(directory)
+    config_path = directory / "tokenizer_config.json"
+    config = _load_json(config_path) if config_path.is_file() else {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a JSON object")
+    options: dict = {}
+    for name in ("bos", "eos"):
+        token = config.get(f"{name}_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        if isinstance(token, str) and token in special_tokens:
+            options[f"{name}_token_id"] = special_tokens[token]
+    for flag in ("add_bos_token", "add_eos_token"):
+        if flag in config:
+            options[flag] = config[flag]
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        named = {entry.get("name"): entry.get("template") for entry in template if isinstance(entry, dict)}
+        template = named.get("default")
+    if (directory / "chat_template.jinja").is_file():
+        template = (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    if template is not None:
+        options["chat_template"] = template
+    return options

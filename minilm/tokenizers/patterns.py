@@ -21,11 +21,39 @@ GPT4_PATTERN = (
     r"""| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 
-NAMED_PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
+# Llama 3 (Hugging Face's Split regex; llama.cpp's "llama-bpe"): GPT-4's rules, but a
+# newline run keeps the whitespace before it, and the non-possessive original form.
+LLAMA3_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+# Qwen2: Llama 3's pattern with every digit a chunk of its own.
+QWEN2_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+# SmolLM (and StarCoder): two passes, every digit cut out first, then GPT-2's regex
+# on the text between digits. One regex does the same: digits alone come first, and
+# GPT-2's " ?\p{N}+" is gone. What GPT-2's regex sees at the end of a stretch between
+# digits is the end of the text, so a whitespace run before a digit stays whole
+# ("a  1" -> "a", "  ", "1"): that is the `\s+(?=\p{N})` alternative.
+SMOLLM_PATTERN = (
+    r"""\p{N}|'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?[^\s\p{L}\p{N}]++|\s+(?=\p{N})|\s++$|\s+(?!\S)|\s"""
+)
+
+NAMED_PATTERNS = {
+    "gpt2": GPT2_PATTERN,
+    "gpt4": GPT4_PATTERN,
+    "llama3": LLAMA3_PATTERN,
+    "qwen2": QWEN2_PATTERN,
+    "smollm": SMOLLM_PATTERN,
+}
 
 
 def resolve_pattern(pattern: str) -> str:
-    """Return the regex for a pattern name ("gpt2", "gpt4") or a custom pattern string.
+    """Return the regex for a pattern name (a key of NAMED_PATTERNS) or a custom pattern string.
 
     A string is taken as a name when it is a bare identifier (letters, digits, "_"),
     since no useful pre-tokenization regex looks like that; an unknown name is an
