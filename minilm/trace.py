@@ -33,7 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from . import backend as _backend
-from .autograd import Function, Tensor, data_of
+from .autograd import Function, data_of
 
 
 @dataclass

@@ -119,7 +119,8 @@ def test_inputs_embeds_give_the_same_outputs_as_ids():
     gpt_ids = np.array([tokenizer.encode(TEXT)])
     with no_grad():
         gpt.eval()
-        np.testing.assert_allclose(gpt(inputs_embeds=gpt.wte(gpt_ids)).logits.numpy(), gpt(gpt_ids).logits.numpy(), rtol=1e-12)
+        from_embeddings = gpt(inputs_embeds=gpt.wte(gpt_ids)).logits.numpy()
+        np.testing.assert_allclose(from_embeddings, gpt(gpt_ids).logits.numpy(), rtol=1e-12)
     classifier, chars = _classifier()
     bert = classifier.eval().bert
     ids = np.array([chars.encode(TEXT)])

@@ -59,7 +59,11 @@ def _gradients(outputs, inputs, output_grads):
     return [x.grad.numpy() for x in inputs]
 
 
-@pytest.mark.parametrize("rule, inputs", list(_cases()), ids=lambda v: type(v).__name__ if isinstance(v, Function) else "")
+def _case_id(value):
+    return type(value).__name__ if isinstance(value, Function) else ""
+
+
+@pytest.mark.parametrize("rule, inputs", list(_cases()), ids=_case_id)
 def test_each_fused_rule_agrees_with_its_composite(rule, inputs):
     fused = rule(*inputs)
     fused = fused if isinstance(fused, tuple) else (fused,)

@@ -136,7 +136,10 @@ class BertModel(nn.Module):
         if length > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {length} tokens is longer than max_position_embeddings "
                              f"({self.config.max_position_embeddings})")
-        token_types = device.xp.zeros(shape, dtype=np.int64) if token_type_ids is None else data_of(token_type_ids, device)
+        if token_type_ids is None:
+            token_types = device.xp.zeros(shape, dtype=np.int64)
+        else:
+            token_types = data_of(token_type_ids, device)
         if token_types.shape != shape:
             raise ValueError(f"token_type_ids has shape {token_types.shape}, expected {shape}")
         key_padding = None
