@@ -10,7 +10,6 @@ composite instead of the fused rule. So every formula is written once.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -217,7 +216,8 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     """Normalize over the last axis, then scale by `weight` and shift by `bias` (each [C])."""
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != x.shape[-1:]:
-            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {x.shape[-1:]} (the last dim of {x.shape})")
+            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {x.shape[-1:]} "
+                             f"(the last dim of {x.shape})")
     affine = [p for p in (weight, bias) if p is not None]
     return LayerNorm(eps, weight is not None, bias is not None)(x, *affine)  # [..., C] -> [..., C]
 
@@ -306,7 +306,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     classes = logits.shape[1] if logits.ndim >= 2 else logits.shape[0]
     expected = (logits.shape[:1] + logits.shape[2:]) if logits.ndim >= 2 else ()
     if target_array.shape != expected:
-        raise ValueError(f"cross_entropy: targets have shape {target_array.shape}, expected {expected} for logits of shape {logits.shape}")
+        raise ValueError(f"cross_entropy: targets have shape {target_array.shape}, expected {expected} "
+                         f"for logits of shape {logits.shape}")
     valid = target_array[target_array != ignore_index]
     if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= classes):
         bad = int(valid.min()) if int(valid.min()) < 0 else int(valid.max())
