@@ -7,9 +7,11 @@ import pytest
 import regex
 
 from minilm.tokenizers import GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, pretokenize
-from tests.tokenizers.conftest import VARIED_TEXTS
 
-tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is the reference for byte-level BPE")
+from ..helpers import oracle
+from .conftest import VARIED_TEXTS
+
+tiktoken = oracle("tiktoken", reason="tiktoken is the reference for byte-level BPE")
 
 # Pieces that stress the patterns' edges: contractions in both cases, whitespace before
 # letters / newlines / the end, digit runs, punctuation runs with newlines, non-ASCII.
