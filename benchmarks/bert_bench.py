@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
-from train_step import time_steps, use_threads
+from train_step import add_threads_argument, alternate, start_torch, time_steps
 
 import minilm as ml
 from minilm import optim
@@ -126,27 +125,15 @@ def main() -> None:
     parser.add_argument("--embed-batch", type=int, default=256, help="sentences per call (padded to the longest)")
     parser.add_argument("--skip-mlm", action="store_true")
     parser.add_argument("--skip-embeddings", action="store_true")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS, torch and minilm threads (default: the libraries' own)")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    use_threads(args.threads)
-    import torch
+    torch = start_torch(args.threads)
     import transformers
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     print(describe_machine(torch_line(torch) + f", transformers {transformers.__version__}"))
     if not args.skip_mlm:
         ours, theirs = mlm_steps(torch, transformers, args)
-        ours(), theirs()  # warm up
-        t_ours, t_theirs = [], []
-        for _ in range(args.rounds):
-            t_ours.append(time_steps(ours, args.steps))
-            t_theirs.append(time_steps(theirs, args.steps))
-        best_ours, best_theirs = min(t_ours), min(t_theirs)
-        cpu_ours = time_steps(ours, args.steps, time.process_time)
-        cpu_theirs = time_steps(theirs, args.steps, time.process_time)
+        best_ours, best_theirs, cpu_ours, cpu_theirs = alternate(ours, theirs, args.steps, args.rounds)
         print(f"BERT masked-LM training step: {args.layers} layers, {args.width} wide, {args.heads} heads, "
               f"T={args.block}, B={args.batch}, vocab {args.vocab}, exact GELU")
         print(f"  minilm       {best_ours * 1e3:8.1f} ms")

@@ -11,11 +11,10 @@ forward + backward (the time loop's own cost).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
-from train_step import time_steps, use_threads
+from train_step import add_threads_argument, alternate, start_torch
 
 import minilm as ml
 from minilm import nn, optim
@@ -82,14 +81,7 @@ def layer_passes(torch, args):
 
 
 def compare(name, ours, theirs, args) -> None:
-    ours(), theirs()  # warm up
-    t_ours, t_theirs = [], []
-    for _ in range(args.rounds):
-        t_ours.append(time_steps(ours, args.steps))
-        t_theirs.append(time_steps(theirs, args.steps))
-    best_ours, best_theirs = min(t_ours), min(t_theirs)
-    cpu_ours = time_steps(ours, args.steps, time.process_time)
-    cpu_theirs = time_steps(theirs, args.steps, time.process_time)
+    best_ours, best_theirs, cpu_ours, cpu_theirs = alternate(ours, theirs, args.steps, args.rounds)
     print(f"{name}")
     print(f"  minilm {best_ours * 1e3:8.1f} ms")
     print(f"  torch  {best_theirs * 1e3:8.1f} ms")
@@ -107,14 +99,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round (median taken)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS, torch and minilm threads (default: the libraries' own)")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    use_threads(args.threads)
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch = start_torch(args.threads)
 
     print(describe_machine(torch_line(torch)))
     compare(f"LSTM LM training step: {args.layers} layers x {args.width}, B={args.batch}, T={args.block}, "

@@ -128,6 +128,34 @@ def model_flops(config: GPTConfig, batch: int) -> float:
     return 6 * n * tokens + 3 * attention
 
 
+def alternate(ours, theirs, steps: int, rounds: int) -> tuple[float, float, float, float]:
+    """Warm both up, time them in alternating rounds (the best median of each counts), then
+    their median CPU time a call: (wall ours, wall theirs, CPU ours, CPU theirs) in seconds."""
+    ours(), theirs()  # warm up (allocations, first-call paths)
+    t_ours, t_theirs = [], []
+    for _ in range(rounds):
+        t_ours.append(time_steps(ours, steps))
+        t_theirs.append(time_steps(theirs, steps))
+    cpu_ours, cpu_theirs = time_steps(ours, steps, time.process_time), time_steps(theirs, steps, time.process_time)
+    return min(t_ours), min(t_theirs), cpu_ours, cpu_theirs
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS, torch and minilm threads (default: the libraries' own); with 1, the CPU-time "
+                             "ratio is a fair measure on a machine other processes load")
+
+
+def start_torch(threads: int | None):
+    """Set every library's thread count (re-running the script if needed), then import torch."""
+    use_threads(threads)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch
+
+
 def use_threads(threads: int | None) -> None:
     """Re-run this script with every library's thread count set (they read it at start-up)."""
     if not threads or os.environ.get("MINILM_NUM_THREADS") == str(threads):
@@ -153,27 +181,14 @@ def main() -> None:
     add_model_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
     parser.add_argument("--profile", action="store_true", help="print minilm's cProfile top entries")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS, torch and minilm threads (default: the libraries' own); with 1, the CPU-time "
-                             "ratio is a fair measure on a machine other processes load")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    use_threads(args.threads)
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch = start_torch(args.threads)
 
     config = GPTConfig(vocab_size=args.vocab, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
                        block_size=args.block)
     ours, theirs = minilm_step(config, args.batch), torch_step(torch, config, args.batch)
-    ours(), theirs()  # warm up (allocations, first-call paths)
-    t_ours, t_theirs = [], []
-    for _ in range(args.rounds):
-        t_ours.append(time_steps(ours, args.steps))
-        t_theirs.append(time_steps(theirs, args.steps))
-    best_ours, best_theirs = min(t_ours), min(t_theirs)
-    cpu_ours = time_steps(ours, args.steps, time.process_time)
-    cpu_theirs = time_steps(theirs, args.steps, time.process_time)
+    best_ours, best_theirs, cpu_ours, cpu_theirs = alternate(ours, theirs, args.steps, args.rounds)
     faults_ours, system_ours = kernel_cost(ours, args.steps)
     faults_theirs, system_theirs = kernel_cost(theirs, args.steps)
     flops = model_flops(config, args.batch)
