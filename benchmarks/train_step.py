@@ -188,25 +188,30 @@ def main() -> None:
     config = GPTConfig(vocab_size=args.vocab, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
                        block_size=args.block)
     ours, theirs = minilm_step(config, args.batch), torch_step(torch, config, args.batch)
-    best_ours, best_theirs, cpu_ours, cpu_theirs = alternate(ours, theirs, args.steps, args.rounds)
-    faults_ours, system_ours = kernel_cost(ours, args.steps)
-    faults_theirs, system_theirs = kernel_cost(theirs, args.steps)
     flops = model_flops(config, args.batch)
     print(f"GPT training step: {args.layers} layers, {args.width} wide, {args.heads} heads, T={args.block}, "
           f"B={args.batch}, vocab {args.vocab} ({flops / 1e9:.1f} GFLOP a step)")
     print(describe_machine(torch_line(torch)))
-    print(f"  minilm {best_ours * 1e3:8.1f} ms  ({flops / best_ours / 1e9:6.1f} GFLOP/s)  "
-          f"{faults_ours:7.0f} minor faults, {system_ours:5.1f} ms system time a step")
-    print(f"  torch  {best_theirs * 1e3:8.1f} ms  ({flops / best_theirs / 1e9:6.1f} GFLOP/s)  "
-          f"{faults_theirs:7.0f} minor faults, {system_theirs:5.1f} ms system time a step")
-    print(f"  ratio minilm/torch = {best_ours / best_theirs:.2f}x  (medians of {args.steps} steps, best of "
-          f"{args.rounds} alternating rounds)")
-    print(f"  CPU time a step (all threads): minilm {cpu_ours * 1e3:.1f} ms, torch {cpu_theirs * 1e3:.1f} ms, "
-          f"ratio {cpu_ours / cpu_theirs:.2f}x")
-    if args.profile:
+    compare_steps(ours, theirs, flops, args.steps, args.rounds, args.profile)
+
+
+def compare_steps(ours, theirs, flops: float, steps: int, rounds: int, profile: bool, peer: str = "torch") -> None:
+    """Time two step functions alternately (best of `rounds` medians of `steps`) and print
+    their times, GFLOP/s, kernel costs, CPU times and ratios; with `profile`, minilm's cProfile top."""
+    best_ours, best_theirs, cpu_ours, cpu_theirs = alternate(ours, theirs, steps, rounds)
+    width = max(len(peer), len("minilm"))
+    for name, best, step in (("minilm", best_ours, ours), (peer, best_theirs, theirs)):
+        faults, system = kernel_cost(step, steps)
+        print(f"  {name:<{width}} {best * 1e3:8.1f} ms  ({flops / best / 1e9:6.1f} GFLOP/s)  "
+              f"{faults:7.0f} minor faults, {system:5.1f} ms system time a step")
+    print(f"  ratio minilm/{peer.split()[0]} = {best_ours / best_theirs:.2f}x  (medians of {steps} steps, best of "
+          f"{rounds} alternating rounds)")
+    print(f"  CPU time a step (all threads): minilm {cpu_ours * 1e3:.1f} ms, {peer.split()[0]} "
+          f"{cpu_theirs * 1e3:.1f} ms, ratio {cpu_ours / cpu_theirs:.2f}x")
+    if profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        for _ in range(args.steps):
+        for _ in range(steps):
             ours()
         profiler.disable()
         out = io.StringIO()

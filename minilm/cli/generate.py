@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from . import seq2seq
 from .common import CommandError
 from .runs import encode_plain, load_run
 
@@ -13,13 +14,16 @@ from .runs import encode_plain, load_run
 def add_parser(commands) -> None:
     generate = commands.add_parser("generate", help="generate text from a trained run, streaming it")
     generate.add_argument("run_dir", help="a run folder written by `minilm train`")
-    generate.add_argument("--prompt", required=True, help="the text to continue")
+    generate.add_argument("--prompt", required=True,
+                          help="the text to continue (a transformer run: the source to translate or summarize)")
     generate.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate (default 100)")
     generate.add_argument("--greedy", action="store_true", help="always take the most likely token")
     generate.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
     generate.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
     generate.add_argument("--top-p", type=float, default=None, help="nucleus sampling probability mass")
     generate.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1)")
+    generate.add_argument("--num-beams", type=int, default=4,
+                          help="transformer runs: beam search width (default 4; 1 = greedy)")
     generate.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     generate.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="array backend")
     generate.set_defaults(run=run)
@@ -33,6 +37,8 @@ def run(args) -> int:
     config, tokenizer, model = load_run(args.run_dir)
     if config["model"] == "bert":
         raise CommandError(f"{args.run_dir} holds a masked LM (bert), which does not generate text")
+    if config["model"] == "transformer":
+        return seq2seq.generate(args, config, tokenizer, model)
     prompt = encode_plain(tokenizer, args.prompt)
     if not prompt:
         raise CommandError("the prompt is empty")

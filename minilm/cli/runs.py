@@ -4,7 +4,8 @@ A run folder (runs/NAME/) holds
 
     config.json          the model kind and config, tokenizer kind, block size, training config, data source
     tokenizer.txt        the tokenizer
-    train.bin, val.bin   the token ids of the training and validation text
+    train.bin, val.bin   the token ids of the training and validation text (a language model)
+    train_pairs.jsonl, val_pairs.jsonl   the source/target pairs instead (a transformer: see `seq2seq`)
     checkpoint/          the last checkpoint (see minilm.train.checkpoint)
     model.safetensors    the final weights, metrics.jsonl, loss.png, final_metrics.json, samples.txt
 
@@ -25,14 +26,25 @@ import numpy as np
 from .. import __version__
 from .common import CommandError, builtin_text, read_texts, say
 
-MODEL_KINDS = ("gpt", "bert", "lstm")
+MODEL_KINDS = ("gpt", "bert", "lstm", "transformer")
 BERT_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 END_OF_TEXT = "<|endoftext|>"
 
 
 def build_model(kind: str, model_config: dict):
-    from ..models import GPT, BertConfig, BertForMaskedLM, GPTConfig, LSTMConfig, LSTMLanguageModel
+    from ..models import (
+        GPT,
+        BertConfig,
+        BertForMaskedLM,
+        GPTConfig,
+        LSTMConfig,
+        LSTMLanguageModel,
+        Transformer,
+        TransformerConfig,
+    )
 
+    if kind == "transformer":
+        return Transformer(TransformerConfig.from_dict(model_config))
     if kind == "gpt":
         return GPT(GPTConfig(**model_config))
     if kind == "bert":
@@ -46,10 +58,7 @@ def load_run(run_dir):
     from ..tokenizers import Tokenizer
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise CommandError(f"{run_dir}: not a minilm run folder (no config.json)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_run_config(run_dir)
     tokenizer = Tokenizer.load(run_dir / "tokenizer.txt")
     model = build_model(config["model"], config["model_config"])
     weights = run_dir / "model.safetensors"
@@ -57,6 +66,42 @@ def load_run(run_dir):
         weights = run_dir / "checkpoint" / "model.safetensors"
     model.load_state_dict(load_file(weights))
     return config, tokenizer, model.eval()
+
+
+def read_run_config(run_dir) -> dict:
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.exists():
+        raise CommandError(f"{run_dir}: not a minilm run folder (no config.json)")
+    return json.loads(config_path.read_text(encoding="utf-8"))
+
+
+def resumed_run(args) -> tuple[dict, Path]:
+    """(config, folder) of the run `--resume` names, with a given --steps as its new length."""
+    run_dir = Path(args.resume)
+    config = read_run_config(run_dir)
+    if args.steps != 600:  # --steps given: extend (or shorten) the run
+        config["training"]["max_steps"] = args.steps
+    say(args, f"resuming {run_dir}")
+    return config, run_dir
+
+
+def training_config_from(args):
+    from ..train import TrainingConfig
+
+    return TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                          lr=args.lr, warmup_steps=min(args.warmup, args.steps), weight_decay=args.weight_decay,
+                          eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
+                          early_stopping_patience=args.patience, seed=args.seed, precision=args.precision)
+
+
+def new_run_dir(args) -> Path:
+    """The folder of a new run (--out-dir/--name, default MODEL-TIMESTAMP), made empty of runs."""
+    name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.out_dir) / name
+    if (run_dir / "config.json").exists():
+        raise CommandError(f"{run_dir} already holds a run; choose another --name or --resume it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
 
 
 def unigram_perplexity(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int) -> float:
@@ -71,19 +116,11 @@ def prepare_train_run(args):
     a new run's tokenizer is trained and its folder written here."""
     from ..data import read_token_file, write_token_file
     from ..tokenizers import BPETokenizer, CharTokenizer, Tokenizer
-    from ..train import TrainingConfig
 
     if args.resume:
-        run_dir = Path(args.resume)
-        config_path = run_dir / "config.json"
-        if not config_path.exists():
-            raise CommandError(f"{run_dir}: not a minilm run folder (no config.json)")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if args.steps != 600:  # --steps given: extend (or shorten) the run
-            config["training"]["max_steps"] = args.steps
+        config, run_dir = resumed_run(args)
         tokenizer = Tokenizer.load(run_dir / "tokenizer.txt")
         train_ids, val_ids = read_token_file(run_dir / "train.bin"), read_token_file(run_dir / "val.bin")
-        say(args, f"resuming {run_dir}")
     else:
         text = read_texts(args.data) if args.data else builtin_text()
         source = ", ".join(args.data) if args.data else "the built-in Python documentation (pydoc_data)"
@@ -105,15 +142,8 @@ def prepare_train_run(args):
                   f"validation tokens ({args.tokenizer}, vocab {tokenizer.vocab_size}, "
                   f"{time.perf_counter() - started:.1f} s)")
         model_config = model_config_from(args, tokenizer)
-        training = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                                  lr=args.lr, warmup_steps=min(args.warmup, args.steps), weight_decay=args.weight_decay,
-                                  eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
-                                  early_stopping_patience=args.patience, seed=args.seed, precision=args.precision)
-        name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(args.out_dir) / name
-        if (run_dir / "config.json").exists():
-            raise CommandError(f"{run_dir} already holds a run; choose another --name or --resume it")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        training = training_config_from(args)
+        run_dir = new_run_dir(args)
         tokenizer.save(run_dir / "tokenizer.txt")
         write_token_file(run_dir / "train.bin", train_ids, tokenizer.vocab_size)
         write_token_file(run_dir / "val.bin", val_ids, tokenizer.vocab_size)
@@ -142,6 +172,8 @@ def model_config_from(args, tokenizer) -> dict:
     vocab_size = tokenizer.vocab_size
     if args.width % args.heads:
         raise CommandError(f"--width {args.width} is not divisible by --heads {args.heads}")
+    if args.model == "transformer":
+        return transformer_config_from(args, tokenizer)
     if args.model == "gpt":
         return {"vocab_size": vocab_size, "n_layer": args.layers, "n_head": args.heads, "n_embd": args.width,
                 "block_size": args.block_size, "dropout": args.dropout}
@@ -154,6 +186,28 @@ def model_config_from(args, tokenizer) -> dict:
                 "pad_token_id": tokenizer.special_tokens["[PAD]"]}
     return {"vocab_size": vocab_size, "n_embd": args.width, "hidden_size": args.width, "num_layers": args.layers,
             "dropout": args.dropout}
+
+
+def transformer_config_from(args, tokenizer) -> dict:
+    """The TransformerConfig of `minilm train --model transformer`'s options, as a dict.
+
+    The original Transformer's choices (sinusoidal positions, ReLU, embeddings scaled by
+    sqrt(width)) with weights drawn with std width^-0.5, as fairseq and PyTorch's Xavier do:
+    BART's 0.02 suits width 1024 (0.03), but at width 128 it leaves attention uniform and
+    gradients tiny for hundreds of steps."""
+    from ..models import TransformerConfig
+    from ..seq2seq_data import special_ids
+
+    ids = special_ids(tokenizer)
+    positions = max(args.block_size, args.max_target_length + 1)
+    config = TransformerConfig(
+        vocab_size=tokenizer.vocab_size, d_model=args.width, encoder_layers=args.layers, decoder_layers=args.layers,
+        encoder_attention_heads=args.heads, decoder_attention_heads=args.heads, encoder_ffn_dim=4 * args.width,
+        decoder_ffn_dim=4 * args.width, max_position_embeddings=positions, position_embedding="sinusoidal",
+        scale_embedding=True, activation="relu", init_std=args.width ** -0.5, dropout=args.dropout,
+        share_embeddings=True, tie_word_embeddings=True, pad_token_id=ids["pad"], bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"], decoder_start_token_id=ids["bos"])
+    return config.to_dict()
 
 
 def sample_texts(model, tokenizer, count: int, tokens: int, seed: int = 0, prompt_text: str = "\n") -> list[str]:

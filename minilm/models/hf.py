@@ -38,19 +38,19 @@ class WeightMap:
         return WeightMap(ours + self.ours, names if isinstance(self.theirs, tuple) else names[0], self.transposed)
 
 
-def read_config(folder) -> dict:
-    path = Path(folder) / "config.json"
+def read_config(folder, name: str = "config.json") -> dict:
+    path = Path(folder) / name
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no config.json in the checkpoint folder") from None
+        raise CheckpointError(f"{path}: no {name} in the checkpoint folder") from None
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}, line {error.lineno}: invalid JSON ({error.msg})") from None
 
 
-def write_config(folder, config: dict) -> None:
-    atomic_write_text(Path(folder) / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+def write_config(folder, config: dict, name: str = "config.json") -> None:
+    atomic_write_text(Path(folder) / name, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def read_weights(folder) -> tuple[dict, str]:

@@ -7,7 +7,7 @@
 
 from . import init, utils
 from .attention import KVCache, MultiHeadAttention
-from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, Sigmoid, Tanh
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, Sigmoid, SiLU, Tanh
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .recurrent import LSTM, RNN
 from .transformer import MLP, TransformerBlock
@@ -15,5 +15,5 @@ from .transformer import MLP, TransformerBlock
 __all__ = [
     "GELU", "LSTM", "MLP", "RNN", "Dropout", "Embedding", "IncompatibleKeys", "KVCache", "LayerNorm", "Linear",
     "Module", "ModuleDict", "ModuleList", "MultiHeadAttention", "Parameter", "ReLU", "Sequential", "Sigmoid",
-    "Tanh", "TransformerBlock", "init", "utils",
+    "SiLU", "Tanh", "TransformerBlock", "init", "utils",
 ]

@@ -159,3 +159,10 @@ class Tanh(Module):
 class Sigmoid(Module):
     def forward(self, x: Tensor) -> Tensor:
         return ops.sigmoid(x)
+
+
+class SiLU(Module):
+    """x * sigmoid(x), also called swish (Marian's activation)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * ops.sigmoid(x)
