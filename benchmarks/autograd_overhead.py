@@ -14,6 +14,7 @@ import statistics
 import time
 
 import numpy as np
+from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
 
 import minilm as ml
 import minilm.functional as F
@@ -113,6 +114,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(f"minilm {ml.__version__} | torch {torch.__version__} | numpy {np.__version__}")
+    print(describe_machine(torch_line(torch)))
 
     ours = mlp_step_minilm(64, 32, 10)
     theirs = mlp_step_torch(torch, 64, 32, 10)

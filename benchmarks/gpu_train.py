@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+from machine import describe_machine
 from train_step import model_flops
 
 SIZES = {  # name: (n_layer, n_embd, n_head, block_size, batch, vocab)
@@ -150,6 +151,7 @@ def main() -> None:
         lines.append(f"| {p} | {s} | {ours:,.0f} | {theirs:,.0f} | {ratio:.2f}x | {mfu_o:.1%} | {mfu_t:.1%} |")
     text = "\n".join(lines)
     print(text)
+    print(describe_machine())  # the host CPU and its BLAS
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write(text + "\n")

@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
-from train_step import time_steps
+from train_step import add_threads_argument, alternate, start_torch
 
 import minilm as ml
 from minilm import nn, optim
@@ -81,16 +81,13 @@ def layer_passes(torch, args):
 
 
 def compare(name, ours, theirs, args) -> None:
-    ours(), theirs()  # warm up
-    t_ours, t_theirs = [], []
-    for _ in range(args.rounds):
-        t_ours.append(time_steps(ours, args.steps))
-        t_theirs.append(time_steps(theirs, args.steps))
-    best_ours, best_theirs = min(t_ours), min(t_theirs)
+    best_ours, best_theirs, cpu_ours, cpu_theirs = alternate(ours, theirs, args.steps, args.rounds)
     print(f"{name}")
     print(f"  minilm {best_ours * 1e3:8.1f} ms")
     print(f"  torch  {best_theirs * 1e3:8.1f} ms")
     print(f"  ratio minilm/torch = {best_ours / best_theirs:.2f}x")
+    print(f"  CPU time (all threads): minilm {cpu_ours * 1e3:.1f} ms, torch {cpu_theirs * 1e3:.1f} ms, "
+          f"ratio {cpu_ours / cpu_theirs:.2f}x")
 
 
 def main() -> None:
@@ -102,8 +99,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round (median taken)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    import torch
+    torch = start_torch(args.threads)
 
     print(describe_machine(torch_line(torch)))
     compare(f"LSTM LM training step: {args.layers} layers x {args.width}, B={args.batch}, T={args.block}, "

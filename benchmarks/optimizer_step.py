@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
 from train_step import time_steps  # benchmarks/ is the script's folder, first on sys.path
 
 import minilm as ml
@@ -74,6 +75,7 @@ def main() -> None:
     count = sum(p.size for p in GPT(config).parameters())
     print(f"AdamW step over {count / 1e6:.1f}M float32 parameters ({args.layers} layers, {args.width} wide, "
           f"vocab {args.vocab}); torch {torch.__version__} threads={torch.get_num_threads()}, numpy {np.__version__}")
+    print(describe_machine(torch_line(torch)))
     for name, seconds in best.items():
         print(f"  {name:22s} {seconds * 1e3:8.2f} ms")
     reference = min(best[name] for name in best if name.startswith("torch"))

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 
 import regex
+from machine import describe_machine  # benchmarks/ is the script's folder, first on sys.path
 
 from minilm.tokenizers import BPETokenizer
 
@@ -117,6 +118,7 @@ def main() -> None:
     size_mb = len(text.encode("utf-8")) / 1e6
     print(f"corpus: {size_mb:.2f} MB of stdlib sources, vocab {args.vocab_size}, pattern {args.pattern!r}, "
           f"{os.cpu_count()} CPUs")
+    print(describe_machine())
     rows = []  # (what, minilm seconds, peer, peer seconds, ratio, goal)
 
     tok, minilm_train = timed(BPETokenizer.train, text, args.vocab_size, pattern=args.pattern, verbose=False)

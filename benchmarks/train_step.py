@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -97,12 +99,13 @@ def torch_step(torch, config: GPTConfig, batch: int, seed: int = 0):
     return step
 
 
-def time_steps(step, steps: int) -> float:
+def time_steps(step, steps: int, clock=time.perf_counter) -> float:
+    """Median seconds of `steps` calls on `clock` (perf_counter: wall; process_time: CPU)."""
     samples = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start = clock()
         step()
-        samples.append(time.perf_counter() - start)
+        samples.append(clock() - start)
     return statistics.median(samples)
 
 
@@ -125,6 +128,43 @@ def model_flops(config: GPTConfig, batch: int) -> float:
     return 6 * n * tokens + 3 * attention
 
 
+def alternate(ours, theirs, steps: int, rounds: int) -> tuple[float, float, float, float]:
+    """Warm both up, time them in alternating rounds (the best median of each counts), then
+    their median CPU time a call: (wall ours, wall theirs, CPU ours, CPU theirs) in seconds."""
+    ours(), theirs()  # warm up (allocations, first-call paths)
+    t_ours, t_theirs = [], []
+    for _ in range(rounds):
+        t_ours.append(time_steps(ours, steps))
+        t_theirs.append(time_steps(theirs, steps))
+    cpu_ours, cpu_theirs = time_steps(ours, steps, time.process_time), time_steps(theirs, steps, time.process_time)
+    return min(t_ours), min(t_theirs), cpu_ours, cpu_theirs
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS, torch and minilm threads (default: the libraries' own); with 1, the CPU-time "
+                             "ratio is a fair measure on a machine other processes load")
+
+
+def start_torch(threads: int | None):
+    """Set every library's thread count (re-running the script if needed), then import torch."""
+    use_threads(threads)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch
+
+
+def use_threads(threads: int | None) -> None:
+    """Re-run this script with every library's thread count set (they read it at start-up)."""
+    if not threads or os.environ.get("MINILM_NUM_THREADS") == str(threads):
+        return
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "MINILM_NUM_THREADS")
+    os.environ.update({name: str(threads) for name in names})
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, batch_help: str | None = None) -> None:
     """The GPT size and timing options this benchmark and distributed_bench.py share."""
     parser.add_argument("--layers", type=int, default=4)
@@ -141,8 +181,9 @@ def main() -> None:
     add_model_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
     parser.add_argument("--profile", action="store_true", help="print minilm's cProfile top entries")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    import torch
+    torch = start_torch(args.threads)
 
     config = GPTConfig(vocab_size=args.vocab, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
                        block_size=args.block)
@@ -156,13 +197,8 @@ def main() -> None:
 
 def compare_steps(ours, theirs, flops: float, steps: int, rounds: int, profile: bool, peer: str = "torch") -> None:
     """Time two step functions alternately (best of `rounds` medians of `steps`) and print
-    their times, GFLOP/s, kernel costs and ratio; with `profile`, minilm's cProfile top."""
-    ours(), theirs()  # warm up (allocations, first-call paths)
-    t_ours, t_theirs = [], []
-    for _ in range(rounds):
-        t_ours.append(time_steps(ours, steps))
-        t_theirs.append(time_steps(theirs, steps))
-    best_ours, best_theirs = min(t_ours), min(t_theirs)
+    their times, GFLOP/s, kernel costs, CPU times and ratios; with `profile`, minilm's cProfile top."""
+    best_ours, best_theirs, cpu_ours, cpu_theirs = alternate(ours, theirs, steps, rounds)
     width = max(len(peer), len("minilm"))
     for name, best, step in (("minilm", best_ours, ours), (peer, best_theirs, theirs)):
         faults, system = kernel_cost(step, steps)
@@ -170,6 +206,8 @@ def compare_steps(ours, theirs, flops: float, steps: int, rounds: int, profile: 
               f"{faults:7.0f} minor faults, {system:5.1f} ms system time a step")
     print(f"  ratio minilm/{peer.split()[0]} = {best_ours / best_theirs:.2f}x  (medians of {steps} steps, best of "
           f"{rounds} alternating rounds)")
+    print(f"  CPU time a step (all threads): minilm {cpu_ours * 1e3:.1f} ms, {peer.split()[0]} "
+          f"{cpu_theirs * 1e3:.1f} ms, ratio {cpu_ours / cpu_theirs:.2f}x")
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -7,14 +7,15 @@ things the two array libraries do differently. No other module imports cupy or t
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 
-# NumPy has no erf; math.erf element by element is exact and (~90 ns an element) fast
-# enough for the exact GELU of BERT-sized activations.
-_erf_per_element = np.frompyfunc(math.erf, 1, 1)
+from . import allocator, special
+
+# Keep freed memory for reuse (glibc's mmap/trim thresholds; MINILM_MALLOC_POLICY=0 turns it
+# off): without it every large temporary of a training step is a fresh, zero-filled mmap.
+allocator.apply_policy()
 
 
 class BackendError(RuntimeError):
@@ -53,7 +54,7 @@ class Device:
 
     def erf(self, x):
         """The error function, elementwise, in x's dtype."""
-        return np.asarray(_erf_per_element(x), dtype=x.dtype)
+        return special.erf(x)  # NumPy has none: a vectorised piecewise polynomial
 
     def synchronize(self) -> None:
         """Wait until queued work is done (a no-op on the CPU)."""

@@ -646,6 +646,113 @@ def lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple:
     """One LSTM step's gate arithmetic: (gates [B, 4H], c_prev [B, H]) -> (h, c), each [B, H]."""
     return LSTMCell()(gates, c_prev)
 
+
+class LSTMLayer(Function):
+    """A whole LSTM layer over time as one node (gates i, f, g, o in PyTorch's order):
+
+        (projected [T, B, 4H] = W_ih x_t + b_ih + b_hh for every t, weight_hh [4H, H],
+         h0 [B, H], c0 [B, H]) -> (out [T, B, H] = h_1..h_T, h_T [B, H], c_T [B, H])
+
+    Forward runs the time loop on arrays: each step is one GEMM h_{t-1} W_hh^T written
+    straight into the step's row of one [T, B, 4H] buffer, then the gate arithmetic of
+    `LSTMCell` in place. Backward through time walks the steps in reverse with buffers made
+    once, and W_hh's gradient is one GEMM over all steps at the end, sum_t dgates_t^T h_{t-1}.
+    """
+
+    autocast_policy = "low"
+
+    def forward(self, projected, weight_hh, h0, c0):
+        xp = ops._xp(projected)
+        steps, batch, four_hidden = projected.shape
+        hidden = four_hidden // 4
+        acts = xp.empty(projected.shape, dtype=xp.result_type(projected, weight_hh, h0))  # [T, B, 4H]
+        cells = xp.empty((steps, batch, hidden), dtype=xp.result_type(acts, c0))  # c_1..c_T
+        tanh_cells = xp.empty_like(cells)
+        out = xp.empty_like(cells)  # h_1..h_T
+        g_block = slice(2 * hidden, 3 * hidden)
+        weight_t = weight_hh.T  # [H, 4H]
+        h, c = h0, c0
+        for t in range(steps):
+            gates = acts[t]  # [B, 4H]
+            xp.matmul(h, weight_t, out=gates)
+            gates += projected[t]
+            g = xp.tanh(gates[:, g_block])
+            # sigmoid(x) = 0.5 (1 + tanh(x / 2)): no overflow, the same formula as ops.sigmoid.
+            gates *= 0.5
+            xp.tanh(gates, out=gates)
+            gates += 1
+            gates *= 0.5
+            gates[:, g_block] = g
+            i, f, o = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 3 * hidden :]
+            c = xp.multiply(f, c, out=cells[t])
+            c += i * g
+            xp.tanh(c, out=tanh_cells[t])
+            h = xp.multiply(o, tanh_cells[t], out=out[t])
+        self.saved = (acts, cells, tanh_cells, out)
+        return out, out[-1].copy(), cells[-1].copy()
+
+    def backward(self, grad_out, grad_h, grad_c):
+        acts, cells, tanh_cells, out = self.saved
+        projected, weight_hh, h0, c0 = (x.data for x in self.inputs)
+        xp = ops._xp(acts)
+        steps, batch, four_hidden = acts.shape
+        hidden = four_hidden // 4
+        grad_gates = xp.empty_like(acts)  # [T, B, 4H]
+        dh = grad_h.astype(acts.dtype)  # copies: updated in place below
+        dc = grad_c.astype(cells.dtype)
+        scratch = xp.empty((batch, hidden), dtype=acts.dtype)
+        for t in range(steps - 1, -1, -1):
+            gates, tanh_c = acts[t], tanh_cells[t]
+            i, f, g, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
+            di, df, dg, do = (grad_gates[t, :, k * hidden : (k + 1) * hidden] for k in range(4))
+            c_prev = cells[t - 1] if t > 0 else c0
+            dh += grad_out[t]
+            # dc_total = dc + dh o (1 - tanh_c^2): through h = o tanh(c), and directly
+            xp.multiply(tanh_c, tanh_c, out=scratch)
+            xp.subtract(1, scratch, out=scratch)
+            scratch *= o
+            scratch *= dh
+            dc += scratch
+            xp.multiply(dh, tanh_c, out=do)  # o: dh tanh_c o (1 - o)
+            do *= o
+            xp.subtract(1, o, out=scratch)
+            do *= scratch
+            xp.multiply(dc, g, out=di)  # i: dc g i (1 - i)
+            di *= i
+            xp.subtract(1, i, out=scratch)
+            di *= scratch
+            xp.multiply(dc, c_prev, out=df)  # f: dc c_prev f (1 - f)
+            df *= f
+            xp.subtract(1, f, out=scratch)
+            df *= scratch
+            xp.multiply(dc, i, out=dg)  # g: dc i (1 - g^2)
+            xp.multiply(g, g, out=scratch)
+            xp.subtract(1, scratch, out=scratch)
+            dg *= scratch
+            dc *= f  # to c_{t-1}
+            dh = grad_gates[t] @ weight_hh  # to h_{t-1}: [B, 4H] @ [4H, H]
+        h_prev = xp.concatenate([h0[None], out[:-1]], axis=0).reshape(-1, hidden)  # h_0..h_{T-1}: [T*B, H]
+        grad_weight = grad_gates.reshape(-1, four_hidden).T @ h_prev  # [4H, T*B] @ [T*B, H]
+        return grad_gates, grad_weight, dh, dc
+
+    def composite(self, projected, weight_hh, h0, c0):
+        weight_t = ops.swapaxes(weight_hh, 0, 1)
+        h, c, steps = h0, c0, []
+        for t in range(projected.shape[0]):
+            h, c = LSTMCell().composite(projected[t] + h @ weight_t, c)
+            steps.append(h)
+        return ops.stack(steps, axis=0), h, c
+
+
+def lstm_layer(projected: Tensor, weight_hh: Tensor, h0: Tensor, c0: Tensor) -> tuple:
+    """A whole LSTM layer: (projected [T, B, 4H], weight_hh [4H, H], h0, c0 [B, H]) ->
+    (out [T, B, H], h_T, c_T). `projected` is the input projection with both biases."""
+    if projected.ndim != 3 or projected.shape[0] == 0 or projected.shape[-1] != 4 * h0.shape[-1]:
+        raise ValueError(f"lstm_layer: expected projected [T >= 1, B, 4H] with H={h0.shape[-1]}, "
+                         f"got shape {projected.shape}")
+    return LSTMLayer()(projected, weight_hh, h0, c0)
+
+
 # ---------------------------------------------------------------------------------------
 # The Llama family's pieces: RMS norm, SiLU, rotary position embedding
 # ---------------------------------------------------------------------------------------

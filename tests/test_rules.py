@@ -54,6 +54,7 @@ def _cases():
     angles = RNG.standard_normal((3, 2))
     yield F.Rotary(np.cos(angles), np.sin(angles)), [_leaf(2, 2, 3, 4)]
     yield F.LSTMCell(), [_leaf(3, 8), _leaf(3, 2)]
+    yield F.LSTMLayer(), [_leaf(4, 3, 8), _leaf(8, 2), _leaf(3, 2), _leaf(3, 2)]
 
 
 def _gradients(outputs, inputs, output_grads):

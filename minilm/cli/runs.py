@@ -158,7 +158,10 @@ def prepare_train_run(args):
 
 
 def encode_plain(tokenizer, text: str) -> list[int]:
-    """Ids of `text` with special-token text treated as ordinary text."""
+    """Ids of `text` with special-token text treated as ordinary text (a BPE corpus is encoded
+    on every core; a short text stays in this process)."""
+    if hasattr(tokenizer, "encode_ordinary_parallel"):
+        return tokenizer.encode_ordinary_parallel(text)
     if hasattr(tokenizer, "encode_ordinary"):
         return tokenizer.encode_ordinary(text)
     return tokenizer.encode(text)

@@ -8,9 +8,10 @@ bias_hh_l{l}; G = 1 for the RNN, 4 for the LSTM with gates in PyTorch's order i,
            c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
 
 Speed: the input projection W_ih x_t + b does not depend on h, so it is computed for all
-time steps at once, one GEMM of [T*B, I] x [I, G*H], before the time loop. The loop then
-does one small GEMM per step, and the LSTM's elementwise gate arithmetic is one fused
-rule (`F.lstm_cell`, with `F.unbind`, in functional.py) instead of a dozen graph nodes.
+time steps at once, one GEMM of [T*B, I] x [I, G*H], before the time loop. The RNN's loop
+then does one small GEMM per step. The LSTM's whole loop is one fused rule
+(`F.lstm_layer` in functional.py): the steps run on arrays into buffers made once, backward
+through time walks them in reverse, and W_hh's gradient is one GEMM over all steps.
 """
 
 from __future__ import annotations
@@ -70,13 +71,16 @@ class _Recurrent(Module):
                 f"{type(self).__name__}: {name} must have shape {expected} [layers, B, H], got {state.shape}")
         return state
 
-    def _input_steps(self, x: Tensor, layer: int) -> tuple:
-        """W_ih x_t + b_ih + b_hh for every step t, from one GEMM: [T, B, I] -> T x [B, G*H]."""
+    def _projected(self, x: Tensor, layer: int) -> Tensor:
+        """W_ih x_t + b_ih + b_hh for every step t, one GEMM: [T, B, I] -> [T, B, G*H]."""
         bias = None
         if self.bias:
             bias = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
-        projected = F.linear(x, getattr(self, f"weight_ih_l{layer}"), bias)  # [T, B, I] -> [T, B, G*H]
-        return F.unbind(projected)
+        return F.linear(x, getattr(self, f"weight_ih_l{layer}"), bias)
+
+    def _input_steps(self, x: Tensor, layer: int) -> tuple:
+        """The projection cut into its time steps: T x [B, G*H]."""
+        return F.unbind(self._projected(x, layer))
 
     def _between_layers(self, x: Tensor, layer: int) -> Tensor:
         """Dropout on a layer's output when it feeds another layer (never on the last)."""
@@ -137,13 +141,10 @@ class LSTM(_Recurrent):
         c0 = self._initial_state(c0, batch, x, "c0")
         final_h, final_c = [], []
         for layer in range(self.num_layers):
-            w_hh_t = ops.swapaxes(getattr(self, f"weight_hh_l{layer}"), 0, 1)  # [H, 4H], transposed once
-            h, c = h0[layer], c0[layer]  # [B, H]
-            steps = []
-            for projected in self._input_steps(x, layer):
-                h, c = F.lstm_cell(projected + h @ w_hh_t, c)  # [B, 4H], [B, H] -> [B, H], [B, H]
-                steps.append(h)
-            final_h.append(h)
+            projected = self._projected(x, layer)  # [T, B, 4H]
+            # the time loop and its backward run inside one fused rule (F.lstm_layer)
+            out, h, c = F.lstm_layer(projected, getattr(self, f"weight_hh_l{layer}"), h0[layer], c0[layer])
+            final_h.append(h)  # [B, H]
             final_c.append(c)
-            x = self._between_layers(ops.stack(steps, axis=0), layer)  # T x [B, H] -> [T, B, H]
+            x = self._between_layers(out, layer)  # [T, B, H]
         return self._output(x), (ops.stack(final_h, axis=0), ops.stack(final_c, axis=0))

@@ -17,7 +17,9 @@ import base64
 import binascii
 import codecs
 import json
+import multiprocessing
 import os
+import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Set
 from itertools import chain
@@ -33,10 +35,15 @@ from .byte_pair import merge_bytes
 from .chat import render_chat_template
 from .gguf import read_gguf_tokenizer
 from .patterns import resolve_pattern
+from .pretokenize import Splitter, can_cut, cut_points
 from .progress import ProgressBar, progress_wanted
 
 AllowedSpecial = Literal["all", "none", "none_raise"] | Set[str]
 Corpus = str | os.PathLike | Iterable[str | os.PathLike]
+
+# Below this many characters in all, encode_batch / encode_ordinary_parallel stay in this
+# process (forking and sending the ids back cost more than they save).
+PARALLEL_MIN_CHARS = 1 << 18
 
 # Chunk -> ids results kept at most; past this the cache is emptied before the
 # next call (10 MB of source code has about 60 000 distinct chunks).
@@ -76,7 +83,7 @@ class BPETokenizer(Tokenizer):
         self.missing_bytes = missing_bytes
         self.pattern = resolve_pattern(pattern)
         try:
-            self._split = regex.compile(self.pattern).findall
+            self._split = Splitter(self.pattern)
         except regex.error as exc:
             raise ValueError(f"pattern does not compile: {exc}") from None
         self._ranks = dict(mergeable_ranks)
@@ -149,7 +156,7 @@ class BPETokenizer(Tokenizer):
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
         pattern = resolve_pattern(pattern)
-        split = regex.compile(pattern).findall
+        split = Splitter(pattern)
         cut_specials = (
             regex.compile("|".join(regex.escape(s) for s in sorted(special_tokens, key=len, reverse=True))).split
             if special_tokens
@@ -264,8 +271,27 @@ class BPETokenizer(Tokenizer):
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
             return self._encode_chunks(self._split(text))
 
-    def encode_batch(self, texts: Iterable[str], **encode_options) -> list[list[int]]:
-        return [self.encode(text, **encode_options) for text in texts]
+    def encode_batch(self, texts: Iterable[str], *, workers: int | None = None, **encode_options) -> list[list[int]]:
+        """`[encode(text, **encode_options) for text in texts]`, spread over `workers` processes
+        (default: every core when the texts add up to PARALLEL_MIN_CHARS or more; 1 = here).
+        The GIL keeps threads from encoding in parallel; forked processes share the tables."""
+        texts = list(texts)
+        workers = _worker_count(workers, sum(map(len, texts)))
+        if workers == 1 or len(texts) < 2:
+            return [self.encode(text, **encode_options) for text in texts]
+        return _in_processes(self, texts, encode_options, workers)
+
+    def encode_ordinary_parallel(self, text: str, workers: int | None = None) -> list[int]:
+        """`encode_ordinary(text)` for one large text (a training corpus), over `workers`
+        processes (default: every core when the text has PARALLEL_MIN_CHARS or more). The text
+        is cut where the pattern's chunks cannot cross (pretokenize.cut_points), so the ids are
+        exactly encode_ordinary's; custom patterns, which cannot be cut safely, run here."""
+        workers = _worker_count(workers, len(text))
+        if workers == 1 or not can_cut(self.pattern):
+            return self.encode_ordinary(text)
+        points = cut_points(text, -(-len(text) // (4 * workers)))
+        parts = [text[start:stop] for start, stop in zip(points[:-1], points[1:])]
+        return list(chain.from_iterable(_in_processes(self, parts, {"allowed_special": "none"}, workers)))
 
     def _encode_chunks(self, chunks: list[str]) -> list[int]:
         # The hot path. Real text repeats its chunks, so almost all come from the
@@ -288,7 +314,7 @@ class BPETokenizer(Tokenizer):
         parts = merge_bytes(piece, self._ranks)
         if self.missing_bytes == "skip":  # a byte with no token of its own stays a part alone
             return tuple(self._token_ids[part] for part in parts if part in self._token_ids)
-        return tuple(self._token_ids[part] for part in parts)
+        return tuple(map(self._token_ids.__getitem__, parts))
 
     # ---- decoding ------------------------------------------------------------------
 
@@ -571,3 +597,43 @@ def _parse_json_string(reader: LineReader, text: str) -> str:
     if not isinstance(value, str):
         raise reader.error("expected a JSON string")
     return value
+
+
+def _worker_count(workers: int | None, total_chars: int) -> int:
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        return workers
+    if total_chars < PARALLEL_MIN_CHARS or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+# The tokenizer the forked workers encode with: set just before the pool forks, so each
+# worker inherits it (and its chunk cache) instead of receiving a pickled copy.
+_worker_tokenizer: BPETokenizer | None = None
+_fork_lock = threading.Lock()
+
+
+def _encode_in_worker(job: tuple[str, dict]) -> list[int]:
+    text, options = job
+    return _worker_tokenizer.encode(text, **options)
+
+
+def _in_processes(tokenizer: BPETokenizer, texts: list[str], options: dict, workers: int) -> list[list[int]]:
+    """encode(text, **options) for each text, in `workers` forked processes, in order."""
+    global _worker_tokenizer
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return [tokenizer.encode(text, **options) for text in texts]
+    with _fork_lock:
+        _worker_tokenizer = tokenizer
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(texts))) as pool:
+                jobs = [(text, options) for text in texts]
+                return pool.map(_encode_in_worker, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
+        finally:
+            _worker_tokenizer = None

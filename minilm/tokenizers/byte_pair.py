@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import heapq
 import sys
+from itertools import repeat
 
 NO_MERGE = sys.maxsize  # the "rank" of an adjacent pair that forms no token
 
 # Below this many bytes the list scan wins (its loops run in C); above it the
 # heap keeps long pieces such as "a" * 100000 at O(n log n) instead of O(n^2).
 LONG_PIECE_BYTES = 256
+
+_SINGLE_BYTES = [bytes([byte]) for byte in range(256)]  # b"\x00" ... b"\xff", made once
 
 
 def merge_bytes(piece: bytes, ranks: dict[bytes, int], rank_limit: int = NO_MERGE) -> list[bytes]:
@@ -30,9 +33,11 @@ def merge_bytes(piece: bytes, ranks: dict[bytes, int], rank_limit: int = NO_MERG
 
 
 def _merge_with_scan(piece: bytes, ranks: dict[bytes, int], rank_limit: int) -> list[bytes]:
-    parts = [piece[i : i + 1] for i in range(len(piece))]
+    # map() runs the set-up loops in C (this is the cold-encode hot path).
+    parts = list(map(_SINGLE_BYTES.__getitem__, piece))
+    get = ranks.get
     # pair_ranks[i] is the rank of parts[i] + parts[i + 1]
-    pair_ranks = [ranks.get(piece[i : i + 2], NO_MERGE) for i in range(len(piece) - 1)]
+    pair_ranks = list(map(get, map(bytes.__add__, parts, parts[1:]), repeat(NO_MERGE)))
     while pair_ranks:
         best = min(pair_ranks)
         if best >= rank_limit:
@@ -41,9 +46,9 @@ def _merge_with_scan(piece: bytes, ranks: dict[bytes, int], rank_limit: int) -> 
         parts[i] += parts.pop(i + 1)
         del pair_ranks[i]
         if i < len(pair_ranks):
-            pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], NO_MERGE)
+            pair_ranks[i] = get(parts[i] + parts[i + 1], NO_MERGE)
         if i > 0:
-            pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], NO_MERGE)
+            pair_ranks[i - 1] = get(parts[i - 1] + parts[i], NO_MERGE)
     return parts
 
 
