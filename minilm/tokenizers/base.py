@@ -8,10 +8,8 @@ hands the rest of the file to the matching subclass, so one call loads any of th
 from __future__ import annotations
 
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import ClassVar
 
 FORMAT_VERSION = 1
@@ -28,23 +26,12 @@ class TokenizerFileError(ValueError):
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` as UTF-8 so that `path` holds either the old or the new content.
+    """Write `text` as UTF-8 so that `path` holds either the old or the new content, with the
+    permissions every other minilm file gets (0644 under the usual umask): see
+    `minilm.data.atomic_write_bytes`."""
+    from ..data import atomic_write_bytes
 
-    The text goes to a temporary file in the same directory (same file system),
-    is flushed to disk, and then replaces `path` in one `os.replace` step; a crash
-    half-way leaves no half-written tokenizer behind.
-    """
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with open(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class LineReader:
