@@ -114,6 +114,8 @@ class GPT(nn.Module, GenerationMixin):
             mask = xp.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
             if mask.shape != (batch, past + length):
                 raise ValueError(f"attention_mask has shape {mask.shape}, expected ({batch}, {past + length})")
+            if mask.dtype.kind not in "biu":  # positions are counted from it: 0/1 integers or booleans
+                raise ValueError(f"attention_mask must hold 0/1 integers or booleans, got dtype {mask.dtype}")
             # A large finite negative (not -inf) for padded keys: a padded query whose keys
             # are all padding then gets harmless uniform weights instead of NaN.
             dtype = self.wte.weight.dtype

@@ -34,6 +34,26 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def as_token_ids(ids: Iterable) -> list[int]:
+    """`ids` as a list of Python ints, the one check every `decode` makes: Python and NumPy
+    integers (and integer arrays) pass; floats, bools and anything else are a ValueError, never
+    truncated or read as 0/1."""
+    if hasattr(ids, "dtype") and hasattr(ids, "tolist"):  # a NumPy (or CuPy) array: check once
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"token ids must be integers, got an array of dtype {ids.dtype}")
+        ids = ids.tolist()
+        return ids if isinstance(ids, list) else [ids]
+    result = []
+    for token_id in ids:
+        if type(token_id) is not int:
+            if isinstance(token_id, bool) or not hasattr(token_id, "__index__") or hasattr(token_id, "dtype") \
+                    and token_id.dtype.kind not in "iu":
+                raise ValueError(f"token ids must be integers, got {token_id!r} ({type(token_id).__name__})")
+            token_id = token_id.__index__()
+        result.append(token_id)
+    return result
+
+
 class LineReader:
     """Reads a text file line by line and reports problems with the line number.
 

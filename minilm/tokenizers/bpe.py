@@ -27,12 +27,12 @@ from typing import Any, Literal
 import regex
 
 from . import formats
-from .base import LineReader, Tokenizer
+from .base import LineReader, Tokenizer, as_token_ids
 from .bpe_training import learn_merges
 from .byte_pair import merge_bytes
 from .chat import render_chat_template
 from .gguf import read_gguf_tokenizer
-from .patterns import resolve_pattern
+from .patterns import resolve_pattern, splitter
 from .progress import ProgressBar, progress_wanted
 
 AllowedSpecial = Literal["all", "none", "none_raise"] | Set[str]
@@ -76,7 +76,7 @@ class BPETokenizer(Tokenizer):
         self.missing_bytes = missing_bytes
         self.pattern = resolve_pattern(pattern)
         try:
-            self._split = regex.compile(self.pattern).findall
+            self._split = splitter(self.pattern)
         except regex.error as exc:
             raise ValueError(f"pattern does not compile: {exc}") from None
         self._ranks = dict(mergeable_ranks)
@@ -149,7 +149,7 @@ class BPETokenizer(Tokenizer):
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
         pattern = resolve_pattern(pattern)
-        split = regex.compile(pattern).findall
+        split = splitter(pattern)
         cut_specials = (
             regex.compile("|".join(regex.escape(s) for s in sorted(special_tokens, key=len, reverse=True))).split
             if special_tokens
@@ -294,7 +294,7 @@ class BPETokenizer(Tokenizer):
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         table = self._bytes_by_id
-        ids = list(ids)  # may be a one-shot iterator; the error path reads it again
+        ids = as_token_ids(ids)  # floats and bools are refused (a float key would find 2.0 as 2)
         try:
             return b"".join([table[token_id] for token_id in ids])
         except (KeyError, TypeError):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import regex
 
-from .base import LineReader, Tokenizer
+from .base import LineReader, Tokenizer, as_token_ids
 
 CONTINUATION_PREFIX = "##"
 MAX_CACHED_WORDS = 1 << 18  # word -> ids results kept before the cache is emptied
@@ -364,7 +364,7 @@ class WordPieceTokenizer(Tokenizer):
         `clean_up_tokenization_spaces` removes the space before ". , ? !" as
         Hugging Face's WordPiece decoder does.
         """
-        tokens = self.convert_ids_to_tokens(list(ids))
+        tokens = self.convert_ids_to_tokens(as_token_ids(ids))
         if skip_special_tokens:
             tokens = [token for token in tokens if token not in self.special_tokens]
         pieces = []
