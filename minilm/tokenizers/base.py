@@ -10,16 +10,19 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from typing import ClassVar
 
 FORMAT_VERSION = 1
 
 
 class TokenizerFileError(ValueError):
-    """A tokenizer file is corrupt or truncated; the message names the file and line."""
+    """A tokenizer file is corrupt or truncated; the message names the file and line (when one
+    line is at fault). Every tokenizer loader raises this type and no other for a bad file."""
 
-    def __init__(self, path: str | os.PathLike, line_number: int, problem: str):
-        super().__init__(f"{os.fspath(path)}, line {line_number}: {problem}")
+    def __init__(self, path: str | os.PathLike, line_number: int | None, problem: str):
+        where = f", line {line_number}" if line_number is not None else ""
+        super().__init__(f"{os.fspath(path)}{where}: {problem}")
         self.path = os.fspath(path)
         self.line_number = line_number
         self.problem = problem
@@ -32,6 +35,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     from ..data import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def tokenizer_file(path: str | os.PathLike):
+    """Run a tokenizer loader's parsing inside this, so that whatever a malformed file makes it
+    trip over (a missing key, a value of the wrong type, a nesting too deep) comes out as one
+    TokenizerFileError naming the file, never as a KeyError or TypeError from deep inside."""
+    try:
+        yield
+    except TokenizerFileError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError, OverflowError) as error:
+        problem = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        prefix = f"{os.fspath(path)}: "
+        raise TokenizerFileError(path, None, problem.removeprefix(prefix)) from None
 
 
 def as_token_ids(ids: Iterable) -> list[int]:
@@ -175,7 +193,8 @@ class Tokenizer(ABC):
             raise reader.error(f"unknown tokenizer kind {kind!r}")
         if cls is not Tokenizer and tokenizer_class is not cls:
             raise reader.error(f"this file holds a {tokenizer_class.__name__}, not a {cls.__name__}")
-        tokenizer = tokenizer_class._from_lines(reader)
+        with tokenizer_file(path):
+            tokenizer = tokenizer_class._from_lines(reader)
         reader.expect_end()
         return tokenizer
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import regex
 
 from . import formats
-from .base import LineReader, Tokenizer, as_token_ids
+from .base import LineReader, Tokenizer, as_token_ids, tokenizer_file
 from .bpe_training import learn_merges
 from .byte_pair import merge_bytes
 from .chat import render_chat_template
@@ -471,8 +471,9 @@ class BPETokenizer(Tokenizer):
     @classmethod
     def from_tokenizer_json(cls, path: str | os.PathLike, pattern: str | None = None) -> BPETokenizer:
         """Load a Hugging Face byte-level BPE `tokenizer.json` (old or new merge format)."""
-        imported = formats.read_tokenizer_json(path)
-        return cls(imported.ranks, pattern or imported.pattern, imported.special_tokens, imported.token_ids)
+        with tokenizer_file(path):
+            imported = formats.read_tokenizer_json(path)
+            return cls(imported.ranks, pattern or imported.pattern, imported.special_tokens, imported.token_ids)
 
     def save_tokenizer_json(self, path: str | os.PathLike) -> None:
         """Write a Hugging Face `tokenizer.json` that encodes exactly as this tokenizer."""
@@ -483,8 +484,9 @@ class BPETokenizer(Tokenizer):
         cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike, pattern: str = "gpt2"
     ) -> BPETokenizer:
         """Load GPT-2 style `vocab.json` + `merges.txt` (which do not hold the pattern)."""
-        imported = formats.read_vocab_and_merges(vocab_path, merges_path)
-        return cls(imported.ranks, pattern, imported.special_tokens, imported.token_ids)
+        with tokenizer_file(vocab_path):
+            imported = formats.read_vocab_and_merges(vocab_path, merges_path)
+            return cls(imported.ranks, pattern, imported.special_tokens, imported.token_ids)
 
     def save_vocab_and_merges(self, directory: str | os.PathLike) -> None:
         """Write `vocab.json` and `merges.txt` into `directory`."""
@@ -519,12 +521,10 @@ class BPETokenizer(Tokenizer):
             tokenizer = cls.from_vocab_and_merges(path / "vocab.json", path / "merges.txt", pattern or "gpt2")
         else:
             raise FileNotFoundError(f"{path} is not a .gguf file and holds neither tokenizer.json nor vocab.json + merges.txt")
-        options = formats.read_tokenizer_config(path, tokenizer.special_tokens)
-        if options:
-            try:
+        with tokenizer_file(path / "tokenizer_config.json"):
+            options = formats.read_tokenizer_config(path, tokenizer.special_tokens)
+            if options:
                 tokenizer._set_model_options(**options)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path / 'tokenizer_config.json'}: {exc}") from None
         return tokenizer
 
 
