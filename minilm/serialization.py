@@ -290,12 +290,14 @@ def _write_atomically(path: str | os.PathLike, write) -> None:
             # pointing at a file whose data never reached the disk.
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as error:
         # BaseException: a Ctrl-C mid-write must not leave the temporary file behind.
         try:
             os.remove(tmp_path)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
+            raise OSError(error.errno, error.strerror, path) from None
         raise
     _fsync_directory(directory)
 

@@ -157,6 +157,30 @@ def latest_checkpoint(out_dir, name: str = "checkpoint") -> Path | None:
     return best
 
 
+def recover_checkpoint(out_dir, name: str = "checkpoint") -> Path | None:
+    """`latest_checkpoint`, and when the newest complete one is a leftover of an interrupted swap,
+    move it to `checkpoint/` (the older `checkpoint/` aside first, so that a kill at any point
+    still leaves both findable), then delete the leftovers it supersedes. Returns `checkpoint/`,
+    or None when the run has no complete checkpoint."""
+    target = Path(out_dir) / name
+    newest = latest_checkpoint(out_dir, name)
+    if newest is None:
+        return None
+    step = complete_step(newest)
+    if newest != target:
+        if target.exists():
+            aside = target.parent / f".{target.name}.old-{complete_step(target)}"
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.replace(target, aside)
+        os.replace(newest, target)
+        _fsync_directory(target.parent)
+    for leftover in _leftovers(target):
+        if (complete_step(leftover) or 0) <= step:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return target
+
+
 # -- the metrics log ------------------------------------------------------------------------------
 def read_metrics_log(path) -> tuple[list[dict], str | None]:
     """The records of a metrics.jsonl file and a note when its last line was torn (a run killed,
@@ -237,9 +261,9 @@ def load_checkpoint(trainer, folder) -> None:
     """Restore into `trainer` everything `save_checkpoint` wrote, so training continues exactly.
     A checkpoint of another model class or config is a CheckpointError naming the difference."""
     folder = Path(folder)
-    if folder.name == "checkpoint" and complete_step(folder) is None:
-        # A kill between the two renames of a swap leaves the complete copy beside it.
-        folder = latest_checkpoint(folder.parent) or folder
+    if folder.name == "checkpoint" and trainer.comm.is_main:
+        # A kill between the two renames of a swap leaves the newest complete copy beside it.
+        folder = recover_checkpoint(folder.parent) or folder
     # Rank 0 reads the files and sends them: the other ranks need no shared filesystem.
     state, weights, arrays, history = trainer.comm.run_on_main(lambda: read_checkpoint(folder, trainer.out_dir))
     _check_same_model(trainer.model, state, folder)
@@ -265,7 +289,7 @@ def load_checkpoint(trainer, folder) -> None:
 
 def resume(trainer) -> Path | None:
     """What `Trainer.resume()` does."""
-    folder = trainer.comm.run_on_main(lambda: latest_checkpoint(trainer.out_dir))
+    folder = trainer.comm.run_on_main(lambda: recover_checkpoint(trainer.out_dir))
     if folder is not None:
         load_checkpoint(trainer, folder)
         return folder
