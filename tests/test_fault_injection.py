@@ -234,12 +234,13 @@ def test_cli_disk_full_is_one_line_and_the_run_resumes(tmp_path, capsys):
     resource = pytest.importorskip("resource")
     data = tmp_path / "data.txt"
     data.write_text(TEXT)
+    args = ["train", "--data", str(data), "--out-dir", str(tmp_path), "--name", "r", "--steps", "2", *SMALL]
     code = (
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (40000, 40000))\n"
         "from minilm.cli import main\n"
-        f"sys.exit(main({['train', '--data', str(data), '--out-dir', str(tmp_path), '--name', 'r', '--steps', '2', *SMALL]!r}))\n"
+        f"sys.exit(main({args!r}))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)

@@ -70,12 +70,31 @@ def load_run(run_dir):
                                "stopped before its first checkpoint")
         weights = checkpoint / "model.safetensors"
     check_run_sizes(config, weights, config_path)
+    check_against_checkpoint(config, latest_checkpoint(run_dir), config_path)
     model = build_model(config["model"], config["model_config"], config_path)
     try:
         model.load_state_dict(load_file(weights))
     except RuntimeError as error:
         raise CommandError(f"{weights} does not fit {config_path}: {error}") from None
     return config, tokenizer, model.eval()
+
+
+def check_against_checkpoint(config: dict, checkpoint: Path | None, config_path: Path) -> None:
+    """Options the weights cannot show (GPT's n_head) are checked against the model config the
+    checkpoint was written with: an edited config.json is an error, not a different model."""
+    if checkpoint is None:
+        return
+    try:
+        saved = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("model_config")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(saved, dict) or not isinstance(config["model_config"], dict):
+        return
+    changed = [f"{key} {value!r} (the run was trained with {saved[key]!r})"
+               for key, value in config["model_config"].items()
+               if key in saved and saved[key] != value and "dropout" not in key and "prob" not in key]
+    if changed:
+        raise CommandError(f"{config_path}: model_config differs from the trained model's: " + ", ".join(changed))
 
 
 def read_run_config(run_dir: Path) -> dict:

@@ -38,7 +38,7 @@ BERT_OPTIONS = {
     "position_embedding_type": Option(allowed=("absolute",)), "is_decoder": Option(allowed=(False,)),
     "add_cross_attention": Option(allowed=(False,)), "pruned_heads": Option(allowed=({},)),
     "chunk_size_feed_forward": Option("any"),  # chunking changes memory use, not the result
-    "tie_word_embeddings": Option(allowed=(True,)),
+    "tie_word_embeddings": Option(allowed=(True,)), "pad_token_id": Option("count"),
 }
 BERT_SIZES = {"num_hidden_layers": Layers("layer.{}."), "hidden_size": Dim("word_embeddings.weight", 1),
               "vocab_size": Dim("word_embeddings.weight", 0),
@@ -52,9 +52,13 @@ def read_bert_config(folder) -> "BertConfig":
     """The BertConfig of a Hugging Face folder, checked against what minilm implements and the weights."""
     hf = read_config(folder, BERT_OPTIONS, BERT_SIZES, required=BERT_REQUIRED)
     try:
-        return BertConfig.from_hf(hf)
+        config = BertConfig.from_hf(hf)
     except (TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{Path(folder) / 'config.json'}: {error}") from None
+    if config.pad_token_id >= config.vocab_size:
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: pad_token_id {config.pad_token_id} is not below "
+                              f"vocab_size {config.vocab_size}")
+    return config
 
 
 @dataclass

@@ -10,7 +10,7 @@ never trusts config.json: it calls
     hf = read_config(folder, OPTIONS, SIZES)
 
 where OPTIONS says, for every key the model implements, which values it implements:
-`Option(kind)` with kind "int" (a positive integer), "float", "bool", "str", "any", or
+`Option(kind)` with kind "int" (a positive integer), "count" (>= 0), "float", "bool", "str", "any", or
 `Option(allowed=(...))` for a fixed set of values (`scale_attn_weights` is implemented only as
 True). A key neither in OPTIONS nor in `HARMLESS_KEYS` (bookkeeping that does not change what
 the model computes: names, versions, token ids, generation defaults) is an error: an option
@@ -77,7 +77,7 @@ HARMLESS_KEYS = frozenset({
 class Option:
     """What a model implements of one config.json key: any value of a kind, or fixed values."""
 
-    kind: str = "any"  # "int" (positive), "float", "bool", "str", "any"
+    kind: str = "any"  # "int" (positive), "count" (>= 0), "float", "bool", "str", "any"
     allowed: tuple | None = None  # the only values implemented (compared with ==, bools strictly)
 
     def problem(self, key: str, value) -> str | None:
@@ -87,12 +87,13 @@ class Option:
             return f"{key} = {json.dumps(value)} is not implemented (minilm implements " \
                    f"{' or '.join(json.dumps(a) for a in self.allowed)})"
         checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                  "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                   "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
                   "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
                   "any": lambda v: True}
         if checks[self.kind](value):
             return None
-        wanted = {"int": "a positive integer", "float": "a finite number", "bool": "true or false",
+        wanted = {"int": "a positive integer", "count": "an integer >= 0", "float": "a finite number", "bool": "true or false",
                   "str": "a string"}[self.kind]
         return f"{key} = {json.dumps(value)[:60]} must be {wanted}"
 
