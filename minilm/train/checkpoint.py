@@ -16,14 +16,16 @@ Crash safety (`write_folder_atomically`): the new checkpoint is written whole in
 folder `.checkpoint.tmp-<pid>`, marker last, and synced; then the old `checkpoint/` is renamed to
 `.checkpoint.old-<its step>`, the staging folder renamed to `checkpoint/`, and only then the old
 one deleted. A kill at any instant leaves at least one complete folder, and `latest_checkpoint`
-finds the newest complete one among `checkpoint/` and the `.checkpoint*` leftovers (deleting
-leftovers that never got their marker). The metrics log `metrics.jsonl` is append-only;
+finds the newest complete one among `checkpoint/` and the `.checkpoint*` leftovers;
+`recover_checkpoint` (on resume) moves it into place and deletes leftovers that never got their
+marker. The metrics log `metrics.jsonl` is append-only;
 `read_metrics_log` tolerates a torn last line (a kill mid-write) and `truncate_metrics_log`
 drops the records after the checkpoint's step when a run resumes, so none is written twice.
 
     save_checkpoint(trainer)                      # what `Trainer.save_checkpoint()` does
     load_checkpoint(trainer, folder)              # what `Trainer.load_checkpoint(folder)` does
-    latest_checkpoint(out_dir)                    # the folder to resume from, or None
+    latest_checkpoint(out_dir)                    # the newest complete checkpoint folder, or None
+    recover_checkpoint(out_dir)                   # ... moved to checkpoint/, leftovers tidied
 """
 
 from __future__ import annotations
@@ -79,10 +81,10 @@ def write_folder_atomically(target, fill, step: int) -> Path:
         os.replace(target, old)  # from here until the next rename, `old` is the complete copy
     os.replace(staging, target)
     _fsync_directory(parent)
+    # The new folder is the run's state now: the old one and any leftovers of earlier interruptions
+    # (which a resume would have moved into place already) are superseded.
     for leftover in _leftovers(target):
-        leftover_step = complete_step(leftover)
-        if leftover_step is None or leftover_step <= step:
-            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(leftover, ignore_errors=True)
     return target
 
 
@@ -142,17 +144,13 @@ def complete_step(folder: Path) -> int | None:
 
 def latest_checkpoint(out_dir, name: str = "checkpoint") -> Path | None:
     """The newest complete checkpoint folder of the run in `out_dir` (`checkpoint/` or a leftover of
-    an interrupted swap; on equal steps `checkpoint/` wins), or None when there is none. Leftover
-    folders that are incomplete (a run killed while writing them) are deleted."""
+    an interrupted swap; on equal steps `checkpoint/` wins), or None when there is none. Only looks:
+    a run may be writing its next checkpoint meanwhile (`recover_checkpoint` tidies up)."""
     target = Path(out_dir) / name
     best, best_step = None, None
     for folder in [target, *_leftovers(target)]:
         step = complete_step(folder)
-        if step is None:
-            if folder != target and folder.exists():
-                shutil.rmtree(folder, ignore_errors=True)
-            continue
-        if best_step is None or step > best_step:
+        if step is not None and (best_step is None or step > best_step):
             best, best_step = folder, step
     return best
 
@@ -161,8 +159,12 @@ def recover_checkpoint(out_dir, name: str = "checkpoint") -> Path | None:
     """`latest_checkpoint`, and when the newest complete one is a leftover of an interrupted swap,
     move it to `checkpoint/` (the older `checkpoint/` aside first, so that a kill at any point
     still leaves both findable), then delete the leftovers it supersedes. Returns `checkpoint/`,
-    or None when the run has no complete checkpoint."""
+    or None when the run has no complete checkpoint. Leftovers that never got their marker (runs
+    killed while writing them) are deleted."""
     target = Path(out_dir) / name
+    for leftover in _leftovers(target):
+        if complete_step(leftover) is None:
+            shutil.rmtree(leftover, ignore_errors=True)
     newest = latest_checkpoint(out_dir, name)
     if newest is None:
         return None
