@@ -43,6 +43,24 @@ def _gpt(dtype=ml.float64):
     return model.to(dtype=dtype), tokenizer
 
 
+def _model_output(model, tokenizer, target):
+    """(the explained output F for `target`, the predicted target): a classifier's logit, or
+    a GPT's log-probability of the next token after the text; in eval mode."""
+    model.eval()
+    try:
+        with no_grad():
+            out = model(np.array([tokenizer.encode(TEXT)]))
+    finally:
+        model.train()
+    logits = getattr(out, "logits", out).numpy().astype(np.float64)
+    if isinstance(model, BertForSequenceClassification):
+        scores = logits[0]  # [num_labels]
+    else:
+        last = logits[0, -1]  # [V] next-token logits after the text
+        scores = last - last.max() - np.log(np.exp(last - last.max()).sum())
+    return scores[target], int(np.argmax(scores))
+
+
 @pytest.mark.parametrize("make", [_classifier, _gpt], ids=["bert-classifier", "gpt"])
 def test_integrated_gradients_are_complete(make):
     model, tokenizer = make()
@@ -52,7 +70,11 @@ def test_integrated_gradients_are_complete(make):
         # a real test: the output moves along the path (4e-4 seen with CuPy-drawn weights)
         assert abs(difference) > 1e-4
         assert abs(result.completeness_gap) <= 0.01 * abs(difference), (result.completeness_gap, difference)
-        assert result.scores.sum() == pytest.approx(result.attributions.sum())
+        # F(x) is the model's own output for the text, run the ordinary way (token ids)
+        output, predicted = _model_output(model, tokenizer, result.target)
+        assert result.output == pytest.approx(output, rel=1e-9, abs=1e-12)
+        if target is None:  # the default target is what the model predicts
+            assert result.target == predicted
 
 
 def test_completeness_holds_in_float32_too():
@@ -70,7 +92,7 @@ def test_gradient_x_input_is_the_first_order_term():
         x = model.wte(ids).numpy()
 
         def f(scale):
-            logits = model.eval()(inputs_embeds=ml.tensor(x * scale))[:, -1]
+            logits = model.eval()(inputs_embeds=ml.tensor(x * scale)).logits[:, -1]
             return float(ml.functional.log_softmax(logits, axis=-1)[0, 4].item())
 
         eps = 1e-5
@@ -94,7 +116,7 @@ def test_default_target_is_the_prediction_and_the_outputs_render(tmp_path):
     model, tokenizer = _classifier()
     result = interpret.gradient_x_input(model, tokenizer, TEXT)
     with no_grad():
-        logits = model.eval()(np.array([tokenizer.encode(TEXT)])).numpy()[0]
+        logits = model.eval()(np.array([tokenizer.encode(TEXT)])).logits.numpy()[0]
     assert result.target == int(np.argmax(logits)) and result.target_name in ("a", "b", "c")
     assert len(result.tokens) == len(TEXT) + 2 and result.attributions.shape == (len(TEXT) + 2, 16)
     ansi = result.to_ansi()
@@ -119,7 +141,8 @@ def test_inputs_embeds_give_the_same_outputs_as_ids():
     gpt_ids = np.array([tokenizer.encode(TEXT)])
     with no_grad():
         gpt.eval()
-        np.testing.assert_allclose(gpt(inputs_embeds=gpt.wte(gpt_ids)).numpy(), gpt(gpt_ids).numpy(), rtol=1e-12)
+        from_embeddings = gpt(inputs_embeds=gpt.wte(gpt_ids)).logits.numpy()
+        np.testing.assert_allclose(from_embeddings, gpt(gpt_ids).logits.numpy(), rtol=1e-12)
     classifier, chars = _classifier()
     bert = classifier.eval().bert
     ids = np.array([chars.encode(TEXT)])

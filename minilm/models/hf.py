@@ -93,8 +93,8 @@ class Option:
                   "any": lambda v: True}
         if checks[self.kind](value):
             return None
-        wanted = {"int": "a positive integer", "count": "an integer >= 0", "float": "a finite number", "bool": "true or false",
-                  "str": "a string"}[self.kind]
+        wanted = {"int": "a positive integer", "count": "an integer >= 0", "float": "a finite number",
+                  "bool": "true or false", "str": "a string"}[self.kind]
         return f"{key} = {json.dumps(value)[:60]} must be {wanted}"
 
 
