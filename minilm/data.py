@@ -45,7 +45,7 @@ def atomic_write_bytes(path, payload: bytes) -> None:
     except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
-        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
+        if isinstance(error, OSError) and error.errno and error.filename is None:  # name the file
             raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 

@@ -296,7 +296,7 @@ def _write_atomically(path: str | os.PathLike, write) -> None:
             os.remove(tmp_path)
         except FileNotFoundError:
             pass
-        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
+        if isinstance(error, OSError) and error.errno and error.filename is None:  # name the file
             raise OSError(error.errno, error.strerror, path) from None
         raise
     fsync_directory(directory)

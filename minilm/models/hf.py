@@ -217,7 +217,8 @@ def weight_files(folder) -> list[Path]:
                               f"file name): {type(error).__name__}") from None
     for shard in shards:
         if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", "..") or "\\" in shard:
-            raise CheckpointError(f"{index}: shard {shard!r} is not a file name in {folder}")
+            raise CheckpointError(f"{index}: shard {shard!r} lies outside the checkpoint folder (not a file "
+                                  f"name in {folder})")
     return [folder / shard for shard in shards]
 
 
