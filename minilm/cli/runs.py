@@ -80,7 +80,7 @@ def prepare_train_run(args):
             raise CommandError(f"{run_dir}: not a minilm run folder (no config.json)")
         config = json.loads(config_path.read_text(encoding="utf-8"))
         if args.steps != 600:  # --steps given: extend (or shorten) the run
-            config["training"]["max_steps"] = args.steps
+            set_run_steps(config, args.steps, config_path)
         tokenizer = Tokenizer.load(run_dir / "tokenizer.txt")
         train_ids, val_ids = read_token_file(run_dir / "train.bin"), read_token_file(run_dir / "val.bin")
         say(args, f"resuming {run_dir}")
@@ -109,6 +109,7 @@ def prepare_train_run(args):
                                   lr=args.lr, warmup_steps=min(args.warmup, args.steps), weight_decay=args.weight_decay,
                                   eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
                                   early_stopping_patience=args.patience, seed=args.seed, precision=args.precision)
+        check_new_run(args.model, model_config, args.block_size, train_ids, val_ids)
         name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.out_dir) / name
         if (run_dir / "config.json").exists():
@@ -125,6 +126,42 @@ def prepare_train_run(args):
 
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
     return config, tokenizer, train_ids, val_ids, run_dir
+
+
+def set_run_steps(config: dict, steps: int, config_path: Path) -> None:
+    """A resumed run's new total of steps, recorded in its config.json. The learning-rate
+    schedule keeps the original run's total (`schedule_steps`): the rate goes on from where it
+    was instead of jumping to a point of a schedule stretched over the new total."""
+    from ..data import atomic_write_text
+
+    training = config["training"]
+    training.setdefault("schedule_steps", 0)
+    if not training["schedule_steps"]:
+        training["schedule_steps"] = training["max_steps"]
+    training["max_steps"] = steps
+    atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+
+
+def check_new_run(kind: str, model_config: dict, block_size: int, train_ids, val_ids) -> None:
+    """Everything a new run's arguments can get wrong, checked before its folder is made (so a
+    failed start leaves nothing behind): the model config and the data's length."""
+    from ..models import BertConfig, GPTConfig, LSTMConfig
+
+    config_class = {"gpt": GPTConfig, "bert": BertConfig, "lstm": LSTMConfig}[kind]
+    sizes = {k: v for k, v in model_config.items() if k in ("n_layer", "num_hidden_layers", "num_layers",
+                                                                "n_head", "num_attention_heads", "n_embd",
+                                                                "hidden_size", "block_size")}
+    for key, value in sizes.items():
+        if value < 1:
+            raise CommandError(f"{key} must be at least 1, got {value} (from --layers, --heads, --width, --block-size)")
+    try:
+        config_class(**model_config)
+    except (TypeError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) < block_size + 1:
+            raise CommandError(f"the {name} text has {len(ids):,} tokens, fewer than --block-size {block_size} + 1: "
+                               "give more text or a smaller --block-size")
 
 
 def encode_plain(tokenizer, text: str) -> list[int]:
@@ -154,7 +191,10 @@ def model_config_from(args, tokenizer) -> dict:
 
 
 def sample_texts(model, tokenizer, count: int, tokens: int, seed: int = 0, prompt_text: str = "\n") -> list[str]:
-    prompt = encode_plain(tokenizer, prompt_text) or [0]
+    try:
+        prompt = encode_plain(tokenizer, prompt_text) or [0]
+    except ValueError:  # a character vocabulary without "\n": start from its first character
+        prompt = [0]
     context = getattr(model.config, "block_size", None)
     if context is not None:  # a GPT cannot look further back than its context
         tokens = max(1, min(tokens, context - len(prompt)))

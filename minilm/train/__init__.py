@@ -11,7 +11,7 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .tasks import CausalLMTask, ClassificationTask, MaskedLMTask
-from .trainer import Trainer, TrainingConfig, TrainingDiverged
+from .trainer import Trainer, TrainingConfig, TrainingDiverged, TrainingInterrupted
 
 __all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Trainer", "TrainingConfig", "TrainingDiverged",
-           "load_checkpoint", "save_checkpoint"]
+           "TrainingInterrupted", "load_checkpoint", "save_checkpoint"]

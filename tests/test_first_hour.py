@@ -1,0 +1,115 @@
+"""Issue 18, a newcomer's first hour: progress lines, Ctrl-C, resume reports, failed starts."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from minilm.cli import main
+from minilm.train import CausalLMTask, TrainingConfig
+
+TEXT = "the cat sat on the mat. a dog ran in the fog. " * 60
+
+# A small character-level run: no BPE to train, a few steps on 2 cores.
+SMALL = ["--tokenizer", "char", "--layers", "1", "--width", "16", "--heads", "2", "--block-size", "16",
+         "--batch-size", "4", "--samples", "0", "--eval-interval", "100", "--warmup", "2"]
+
+
+@pytest.fixture()
+def data(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def train(data, out, *extra):
+    return main(["train", "--data", str(data), *SMALL, "--out-dir", str(out), "--name", "run", *extra])
+
+
+def test_progress_lines_with_tokens_per_second_and_eta_go_to_a_pipe(data, tmp_path, capsys):
+    assert train(data, tmp_path, "--steps", "20") == 0
+    err = capsys.readouterr().err  # pytest's capture is not a terminal
+    lines = [line for line in err.splitlines() if line.startswith("step ") and "/20" in line]
+    assert [line.split()[1] for line in lines] == ["10/20", "20/20"]
+    assert all(" tok/s " in line and "ETA " in line for line in lines)
+    assert "\r" not in err and "\033[" not in err
+    assert lines[-1].endswith("ETA 0s")
+
+
+def test_resume_reports_what_it_will_do_and_what_it_did(data, tmp_path, capsys):
+    assert train(data, tmp_path, "--steps", "6") == 0
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "resuming at step 6: the run is complete (6 steps)" in captured.err
+    assert "trained 0 steps" in captured.out
+
+    assert main(["train", "--resume", str(run), "--steps", "9"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming at step 6: 3 steps to do (to step 9)" in captured.err
+    assert "trained 3 steps" in captured.out and "(step 9 of 9)" in captured.out
+    config = json.loads((run / "config.json").read_text())
+    assert config["training"]["max_steps"] == 9  # the new total is recorded
+    assert config["training"]["schedule_steps"] == 6  # the schedule keeps the original total
+
+    assert main(["train", "--resume", str(run), "--steps", "4"]) == 0
+    assert "warning: --steps 4 is below the 9 steps already trained" in capsys.readouterr().err
+
+
+def test_the_learning_rate_does_not_jump_when_a_run_is_extended(data, tmp_path):
+    assert train(data, tmp_path, "--steps", "8", "--lr", "1e-2", "--checkpoint-interval", "4") == 0
+    run = tmp_path / "run"
+    assert main(["train", "--resume", str(run), "--steps", "12", "--quiet"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["lr"] for r in records if "lr" in r}
+    # Past the original total the rate stays at the schedule's floor instead of rising again.
+    assert lr[10] == pytest.approx(lr[8]) and lr[12] == pytest.approx(lr[8])
+    assert lr[8] == pytest.approx(1e-2 * TrainingConfig().min_lr_ratio)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(data, tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    original = CausalLMTask.next_batch
+
+    def next_batch(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # during step 3: the step finishes, then training stops
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self)
+
+    monkeypatch.setattr(CausalLMTask, "next_batch", next_batch)
+    assert train(data, tmp_path, "--steps", "50", "--checkpoint-interval", "100") == 130
+    err = capsys.readouterr().err
+    run = tmp_path / "run"
+    assert f"interrupted at step 3; checkpoint saved in {run / 'checkpoint'}" in err
+    assert f"resume with: minilm train --resume {run}" in err
+    state = json.loads((run / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--layers", "0"], "n_layer must be at least 1, got 0"),
+    (["--lr", "-1"], "lr must be > 0, got -1.0"),
+    (["--block-size", "100000"], "fewer than --block-size 100000 + 1"),
+])
+def test_failed_starts_leave_no_run_folder(data, tmp_path, capsys, arguments, message):
+    assert main(["train", "--data", str(data), "--tokenizer", "char", "--out-dir", str(tmp_path / "runs"),
+                 *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_data_file_too_small_for_one_block_leaves_no_run_folder(tmp_path, capsys):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hello world, this is tiny data xx.", encoding="utf-8")
+    assert main(["train", "--data", str(tiny), "--tokenizer", "char", "--out-dir", str(tmp_path / "runs")]) == 2
+    assert "give more text or a smaller --block-size" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_negative_weight_decay_names_the_value_given():
+    with pytest.raises(ValueError, match=r"weight_decay must be >= 0, got -0.5"):
+        TrainingConfig(weight_decay=-0.5)
