@@ -4,6 +4,7 @@ import json
 import os
 import signal
 
+import numpy as np
 import pytest
 
 from minilm.cli import main
@@ -113,3 +114,38 @@ def test_a_data_file_too_small_for_one_block_leaves_no_run_folder(tmp_path, caps
 def test_a_negative_weight_decay_names_the_value_given():
     with pytest.raises(ValueError, match=r"weight_decay must be >= 0, got -0.5"):
         TrainingConfig(weight_decay=-0.5)
+
+
+def flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x40  # inside the last tensor's data: the header still parses
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_minilm_weights_are_an_error(tmp_path):
+    from minilm.serialization import SafetensorsError, load_file, read_header, save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": np.arange(6, dtype=np.float32)}, path, checksum=True)
+    assert len(read_header(path)[1]["minilm.sha256"]) == 64
+    np.testing.assert_array_equal(load_file(path)["w"], np.arange(6, dtype=np.float32))
+    flip_last_byte(path)
+    with pytest.raises(SafetensorsError, match="does not match the checksum"):
+        load_file(path)
+    plain = tmp_path / "plain.safetensors"  # files without a checksum (from elsewhere) load as before
+    save_file({"w": np.arange(6, dtype=np.float32)}, plain)
+    flip_last_byte(plain)
+    assert load_file(plain)["w"][-1] != 5.0
+
+
+def test_a_run_with_flipped_bytes_in_its_weights_refuses_to_generate(data, tmp_path, capsys):
+    assert train(data, tmp_path, "--steps", "2") == 0
+    run = tmp_path / "run"
+    flip_last_byte(run / "model.safetensors")
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "the", "--max-new-tokens", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and "does not match the checksum" in err
+    flip_last_byte(run / "checkpoint" / "model.safetensors")
+    assert main(["train", "--resume", str(run), "--steps", "3"]) == 2
+    assert "does not match the checksum" in capsys.readouterr().err

@@ -42,10 +42,11 @@ def save_checkpoint(trainer) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    save_file({k: v.numpy() for k, v in trainer.model.state_dict().items()}, staging / "model.safetensors")
+    save_file({k: v.numpy() for k, v in trainer.model.state_dict().items()}, staging / "model.safetensors",
+              checksum=True)
     optimizer_state = trainer.optimizer.state_dict()
     arrays, scalars = split_optimizer_state(optimizer_state["state"])
-    save_file(arrays, staging / "optimizer.safetensors")
+    save_file(arrays, staging / "optimizer.safetensors", checksum=True)
     state = {
         "step": trainer.step,
         "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars},
