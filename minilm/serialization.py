@@ -23,9 +23,10 @@ bfloat16: NumPy has no bfloat16 dtype, so
   A BF16 tensor that is loaded and saved again without `as_bfloat16` is written as F32.
 
 Checksums: `save_file(..., checksum=True)` (what minilm uses for its own weights and
-checkpoints) records the SHA-256 of the data buffer in the metadata (`minilm.sha256`), and `load_file` checks it when it reads the whole file, so bytes
-flipped on disk are an error instead of weights that silently generate garbage. Files
-written elsewhere have no such entry and load as before.
+checkpoints) records the SHA-256 of the data buffer in the metadata (`minilm.sha256`),
+and `load_file` checks it when it reads the whole file, so bytes flipped on disk are an
+error instead of weights that silently generate garbage. Files written elsewhere have no
+such entry and load as before.
 """
 
 from __future__ import annotations

@@ -173,3 +173,25 @@ def test_finetune_keeps_its_tokenizer_refuses_to_overwrite_and_classify_uses_it(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
     assert all(0.5 < float(line.split("\t")[1]) <= 1.0 for line in lines)
+
+
+def test_a_trained_tokenizer_file_is_kept_and_feeds_minilm_train(data, tmp_path, capsys):
+    tok = tmp_path / "tok.txt"
+    assert main(["tokenizer", "train", "--data", str(data), "--vocab-size", "270", "--out", str(tok), "--quiet"]) == 0
+    assert f"minilm train --tokenizer-file {tok}" in capsys.readouterr().out
+    saved = tok.read_bytes()
+    assert main(["tokenizer", "train", "--data", str(data), "--vocab-size", "280", "--out", str(tok), "--quiet"]) == 2
+    assert "already exists; choose another --out or pass --force" in capsys.readouterr().err
+    assert tok.read_bytes() == saved
+
+    assert main(["train", "--data", str(data), "--tokenizer-file", str(tok), "--layers", "1", "--width", "16",
+                 "--heads", "2", "--block-size", "16", "--batch-size", "4", "--samples", "0", "--steps", "2",
+                 "--out-dir", str(tmp_path), "--name", "run", "--quiet"]) == 0
+    assert (tmp_path / "run" / "tokenizer.txt").read_bytes() == saved
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["tokenizer"] == "bpe" and config["model_config"]["vocab_size"] == 270
+
+    assert main(["train", "--model", "bert", "--data", str(data), "--tokenizer-file", str(tok),
+                 "--out-dir", str(tmp_path), "--name", "bert"]) == 2
+    assert "needs the special tokens [PAD] [CLS] [SEP] [MASK]" in capsys.readouterr().err
+    assert not (tmp_path / "bert").exists()

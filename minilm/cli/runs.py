@@ -94,7 +94,9 @@ def prepare_train_run(args):
         started = time.perf_counter()
         if args.model == "bert" and args.tokenizer != "bpe":
             raise CommandError("--model bert needs --tokenizer bpe (it adds [CLS], [SEP], [MASK], [PAD])")
-        if args.tokenizer == "bpe":
+        if args.tokenizer_file:
+            tokenizer = load_tokenizer_file(args.tokenizer_file, args.model)
+        elif args.tokenizer == "bpe":
             specials = BERT_SPECIALS if args.model == "bert" else (END_OF_TEXT,)
             tokenizer = BPETokenizer.train(train_text, args.vocab_size, special_tokens=specials, verbose=False)
         else:
@@ -102,7 +104,7 @@ def prepare_train_run(args):
         train_ids = np.array(encode_plain(tokenizer, train_text), dtype=np.int64)
         val_ids = np.array(encode_plain(tokenizer, val_text), dtype=np.int64)
         say(args, f"data: {source}: {len(text):,} characters -> {len(train_ids):,} train / {len(val_ids):,} "
-                  f"validation tokens ({args.tokenizer}, vocab {tokenizer.vocab_size}, "
+                  f"validation tokens ({args.tokenizer_file or args.tokenizer}, vocab {tokenizer.vocab_size}, "
                   f"{time.perf_counter() - started:.1f} s)")
         model_config = model_config_from(args, tokenizer)
         training = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
@@ -118,7 +120,8 @@ def prepare_train_run(args):
         tokenizer.save(run_dir / "tokenizer.txt")
         write_token_file(run_dir / "train.bin", train_ids, tokenizer.vocab_size)
         write_token_file(run_dir / "val.bin", val_ids, tokenizer.vocab_size)
-        config = {"model": args.model, "model_config": model_config, "tokenizer": args.tokenizer,
+        kind = "char" if tokenizer.file_kind == "char" else "bpe"
+        config = {"model": args.model, "model_config": model_config, "tokenizer": kind,
                   "block_size": args.block_size,
                   "training": training.__dict__ | {"betas": list(training.betas)}, "data": source,
                   "minilm_version": __version__}
@@ -126,6 +129,22 @@ def prepare_train_run(args):
 
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
     return config, tokenizer, train_ids, val_ids, run_dir
+
+
+def load_tokenizer_file(path, model: str):
+    """A tokenizer from `minilm tokenizer train --out`, for `minilm train --tokenizer-file`."""
+    from ..tokenizers import Tokenizer
+
+    if not Path(path).exists():
+        raise CommandError(f"{path}: no such tokenizer file")
+    tokenizer = Tokenizer.load(path)
+    if model == "bert":
+        missing = [t for t in BERT_SPECIALS if t not in getattr(tokenizer, "special_tokens", {})]
+        if missing:
+            raise CommandError(f"{path}: --model bert needs the special tokens {' '.join(BERT_SPECIALS)}; "
+                               f"this tokenizer lacks {' '.join(missing)} (train it with --special "
+                               f"{' '.join(BERT_SPECIALS)})")
+    return tokenizer
 
 
 def set_run_steps(config: dict, steps: int, config_path: Path) -> None:

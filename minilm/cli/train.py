@@ -30,6 +30,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", choices=("bpe", "char"), default="bpe",
                    help="byte-level BPE or characters (default bpe)")
     p.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size (default 1024)")
+    p.add_argument("--tokenizer-file", metavar="FILE",
+                   help="a tokenizer saved by `minilm tokenizer train --out FILE` (instead of training one)")
     p.add_argument("--layers", type=int, default=4, help="Transformer blocks / LSTM layers (default 4)")
     p.add_argument("--width", type=int, default=128, help="embedding width (default 128)")
     p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
