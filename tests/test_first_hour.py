@@ -195,3 +195,19 @@ def test_a_trained_tokenizer_file_is_kept_and_feeds_minilm_train(data, tmp_path,
                  "--out-dir", str(tmp_path), "--name", "bert"]) == 2
     assert "needs the special tokens [PAD] [CLS] [SEP] [MASK]" in capsys.readouterr().err
     assert not (tmp_path / "bert").exists()
+
+
+def test_the_loss_svg_has_axes_with_ticks(tmp_path):
+    import re
+
+    from minilm.viz.plots import nice_ticks, save_line_plot
+
+    assert nice_ticks(2.31, 6.93) == [3.0, 4.0, 5.0, 6.0]
+    assert nice_ticks(0, 600) == [0.0, 200.0, 400.0, 600.0]
+    path = save_line_plot({"train loss": ([10, 20, 30, 40, 50, 60], [6.9, 5.1, 4.0, 3.4, 3.0, 2.8])},
+                          tmp_path / "loss.svg", title="loss", xlabel="step", ylabel="loss (nats/token)")
+    svg = path.read_text()
+    labels = re.findall(r'font-size="10" text-anchor="(?:middle|end)">([^<]+)</text>', svg)
+    assert labels == ["10", "20", "30", "40", "50", "60", "3", "4", "5", "6"]
+    assert svg.count('stroke="#333"') == len(labels)  # one tick mark per label
+    assert ">step<" in svg and ">loss (nats/token)<" in svg
