@@ -211,3 +211,50 @@ def test_the_loss_svg_has_axes_with_ticks(tmp_path):
     assert labels == ["10", "20", "30", "40", "50", "60", "3", "4", "5", "6"]
     assert svg.count('stroke="#333"') == len(labels)  # one tick mark per label
     assert ">step<" in svg and ">loss (nats/token)<" in svg
+
+
+def test_a_gpt_slides_its_window_past_the_context_as_nanogpt_does():
+    from minilm.models import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=13, n_layer=1, n_head=2, n_embd=8, block_size=6)).eval()
+    prompt = np.array([[1, 2, 3, 4]])
+    out = model.generate(prompt, max_new_tokens=9)  # 4 + 9 tokens through a context of 6
+    # The oracle: nanoGPT's loop, cropping to the last block_size tokens before every step.
+    ids = prompt
+    for _ in range(9):
+        logits = model(ids[:, -6:]).logits.numpy()
+        ids = np.concatenate([ids, logits[:, -1].argmax(-1)[:, None]], axis=1)
+    np.testing.assert_array_equal(out, ids)
+    long_prompt = np.arange(10)[None, :] % 13  # a prompt longer than the context: its last 6 tokens count
+    np.testing.assert_array_equal(model.generate(long_prompt, max_new_tokens=2)[:, 10:],
+                                  model.generate(long_prompt[:, -6:], max_new_tokens=2)[:, 6:])
+
+
+def test_generate_samples_beams_stops_seeds_and_empty_prompts(data, tmp_path, capsys):
+    assert train(data, tmp_path, "--steps", "30", "--lr", "1e-2") == 0
+    run = str(tmp_path / "run")
+    capsys.readouterr()
+
+    def generate(*arguments):
+        assert main(["generate", run, "--max-new-tokens", "12", *arguments]) == 0
+        return capsys.readouterr().out
+
+    three = generate("--prompt", "the ", "--num-samples", "3", "--seed", "5")
+    samples = three.split("--- sample ")[1:]
+    assert [s[:1] for s in samples] == ["1", "2", "3"]
+    assert all(s.split("\n", 1)[1].startswith("the ") for s in samples)
+    assert generate("--prompt", "the ", "--num-samples", "3", "--seed", "5") == three  # --seed reproduces
+    assert len({s.split("\n", 1)[1] for s in samples}) > 1  # seed + i: the samples differ
+
+    beams = generate("--prompt", "the ", "--num-beams", "3", "--num-samples", "2")
+    assert beams.startswith("--- beam 1 ---\nthe ") and "--- beam 2 ---\nthe " in beams
+
+    stopped = generate("--prompt", "the c", "--greedy", "--stop", "t", "a")
+    continuation = stopped.rstrip("\n")[len("the c"):]
+    assert continuation[-1] in "ta" and not any(c in "ta" for c in continuation[:-1])
+
+    empty = generate("--prompt", "", "--greedy")
+    assert len(empty.strip()) > 0
+
+    assert main(["generate", run, "--prompt", "the", "--max-new-tokens", "-1"]) == 2
+    assert capsys.readouterr().out == ""  # an error prints no prompt first
