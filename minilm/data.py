@@ -42,9 +42,11 @@ def atomic_write_bytes(path, payload: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 

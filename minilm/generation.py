@@ -14,6 +14,8 @@ when sampling), picks tokens, and feeds them back.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import nn
@@ -27,6 +29,16 @@ _NEG_INF = -np.inf
 # ---------------------------------------------------------------------------------------
 def _check_arguments(ids, max_new_tokens, max_length, do_sample, temperature, top_k, top_p, repetition_penalty,
                      num_beams, num_return_sequences, context) -> int:
+    """The one argument check of every generation loop (greedy, sampling, beam search, and the
+    loops of other models): a clear ValueError for any value the loops cannot honour; returns
+    max_new_tokens. `ids` comes from `_as_ids`, which already refused non-integer prompts."""
+    for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length), ("top_k", top_k),
+                        ("num_beams", num_beams), ("num_return_sequences", num_return_sequences)):
+        if value is not None and not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)):
+            raise ValueError(f"generate: {name} must be an integer, got {value!r}")
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)):
+        if value is not None and not (isinstance(value, (int, float, np.number)) and math.isfinite(value)):
+            raise ValueError(f"generate: {name} must be a finite number, got {value!r}")
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise ValueError(f"generate: the prompt is empty; input_ids must have shape [B, T] with T >= 1, "
                          f"got {ids.shape}")
@@ -215,7 +227,7 @@ def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_s
     max_new_tokens = _check_arguments(ids, max_new_tokens, max_length, do_sample, temperature, top_k, top_p,
                                       repetition_penalty, 1, num_return_sequences, None if slide else context)
     slide = slide and ids.shape[1] + max_new_tokens > context
-    mask = None if attention_mask is None else np.asarray(_as_ids(attention_mask), dtype=np.int64)
+    mask = None if attention_mask is None else np.asarray(_as_ids(attention_mask, "attention_mask"), dtype=np.int64)
     if num_return_sequences > 1:
         ids = np.repeat(ids, num_return_sequences, axis=0)
         mask = None if mask is None else np.repeat(mask, num_return_sequences, axis=0)
@@ -254,6 +266,8 @@ def generate(model, input_ids, max_new_tokens=None, max_length=None, do_sample=F
              eos_token_id=None, pad_token_id=None, stop=None, tokenizer=None, seed=None, attention_mask=None,
              use_cache=True, early_stopping=False) -> np.ndarray:
     """Token ids [N, prompt + new] (prompt included), one row per returned sequence, as HF's generate."""
+    _check_arguments(_as_ids(input_ids), max_new_tokens, max_length, do_sample, temperature, top_k, top_p,
+                     repetition_penalty, num_beams, num_return_sequences, None)
     if num_beams > 1:
         return beam_search(model, input_ids, max_new_tokens=max_new_tokens, max_length=max_length,
                            num_beams=num_beams, num_return_sequences=num_return_sequences,
@@ -306,12 +320,14 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
     total = prompt + max_new_tokens
 
     flat = np.repeat(ids, num_beams, axis=0)  # [B*K, prompt]
-    mask = None if attention_mask is None else np.repeat(np.asarray(_as_ids(attention_mask)), num_beams, axis=0)
-    running = np.full((batch, num_beams, total), pad, dtype=np.int64)
+    mask = None if attention_mask is None else np.repeat(_as_ids(attention_mask, "attention_mask"), num_beams, axis=0)
+    # The token buffers grow as the beams do (doubling): a huge max_new_tokens costs nothing up front.
+    width = min(total, 2 * prompt + 64)
+    running = np.full((batch, num_beams, width), pad, dtype=np.int64)
     running[:, :, :prompt] = ids[:, None, :]
     running_scores = np.zeros((batch, num_beams))
     running_scores[:, 1:] = -1e9  # all beams start equal: expand only the first one
-    finished = np.full((batch, num_beams, total), pad, dtype=np.int64)
+    finished = np.full((batch, num_beams, width), pad, dtype=np.int64)
     finished_scores = np.full((batch, num_beams), -1e9)
     finished_lengths = np.zeros((batch, num_beams), dtype=np.int64)
     is_finished = np.zeros((batch, num_beams), dtype=bool)
@@ -322,7 +338,12 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
         decoder = _decoder_for(model, total, use_cache)
         logits = decoder.start(flat, mask)
         length = prompt
+        if num_beams > logits.shape[-1]:
+            raise ValueError(f"generate: num_beams ({num_beams}) is larger than the vocabulary "
+                             f"({logits.shape[-1]}); the beams would be copies")
         while True:
+            if length >= running.shape[2]:
+                running, finished = _widen(running, total, pad), _widen(finished, total, pad)
             sequences = running[:, :, :length].reshape(batch * num_beams, length)
             log_probs = apply_repetition_penalty(_log_softmax(logits), sequences, repetition_penalty)
             vocab = log_probs.shape[-1]
@@ -330,7 +351,7 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
             top = np.argsort(-totals, axis=-1, kind="stable")[:, :keep]  # [B, keep]
             top_scores = np.take_along_axis(totals, top, axis=-1)
             source_beam, token = top // vocab, top % vocab
-            candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)  # [B, keep, total]
+            candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)  # [B, keep, width]
             candidates[:, :, length] = token
             ends = np.isin(token, list(eos)) | (length + 1 >= total)
 
@@ -370,9 +391,16 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
             if mask is not None:
                 mask = np.concatenate([mask[rows], np.ones((len(rows), 1), dtype=mask.dtype)], axis=1)
             logits = decoder.advance(running[:, :, length - 1].reshape(-1), mask)
-    chosen = finished[:, :num_return_sequences].reshape(batch * num_return_sequences, total)
+    chosen = finished[:, :num_return_sequences].reshape(batch * num_return_sequences, finished.shape[2])
     longest = int(finished_lengths[:, :num_return_sequences].max())
     return chosen[:, :longest]
+
+
+def _widen(tokens: np.ndarray, total: int, pad: int) -> np.ndarray:
+    """[B, K, width] -> [B, K, min(2 * width, total)], the new columns `pad`."""
+    grown = np.full(tokens.shape[:2] + (min(2 * tokens.shape[2], total),), pad, dtype=tokens.dtype)
+    grown[:, :, :tokens.shape[2]] = tokens
+    return grown
 
 
 def model_rng(model):
@@ -397,10 +425,12 @@ def _eos_set(eos_token_id) -> set:
     return {int(eos_token_id)} if np.isscalar(eos_token_id) else {int(e) for e in eos_token_id}
 
 
-def _as_ids(values) -> np.ndarray:
-    if isinstance(values, Tensor):
-        return values.numpy().astype(np.int64)
-    ids = np.asarray(values)
+def _as_ids(values, name: str = "input_ids") -> np.ndarray:
+    """Token ids (or a 0/1 mask) as int64 [B, T]; floats are refused, not truncated."""
+    ids = values.numpy() if isinstance(values, Tensor) else np.asarray(values)
+    allowed = "biu" if name == "attention_mask" else "iu"
+    if ids.size and ids.dtype.kind not in allowed:
+        raise ValueError(f"generate: {name} must hold integers, got dtype {ids.dtype}")
     if ids.ndim == 1:
         ids = ids[None, :]
     return ids.astype(np.int64)

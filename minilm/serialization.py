@@ -58,6 +58,9 @@ MAX_HEADER_BYTES = 100_000_000
 _METADATA_KEY = "__metadata__"
 CHECKSUM_KEY = "minilm.sha256"  # metadata entry: hex SHA-256 of the data buffer
 
+# NumPy's limit on array dimensions (and the most any real tensor has by far).
+MAX_DIMS = 64
+
 # dtype code -> NumPy dtype of the bytes as stored. BF16 is kept as its raw uint16
 # bits and BOOL as uint8 (see _bool_from_bytes); both are converted after reading.
 _STORED_DTYPES = {
@@ -304,12 +307,14 @@ def _write_atomically(path: str | os.PathLike, write) -> None:
             # pointing at a file whose data never reached the disk.
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as error:
         # BaseException: a Ctrl-C mid-write must not leave the temporary file behind.
         try:
             os.remove(tmp_path)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
+            raise OSError(error.errno, error.strerror, path) from None
         raise
     _fsync_directory(directory)
 
@@ -478,6 +483,8 @@ def _read_header(f, path) -> _Header:
         raw = json.loads(text, object_pairs_hook=lambda pairs: _reject_duplicate_keys(path, pairs))
     except json.JSONDecodeError as e:
         raise SafetensorsError(path, f"header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise SafetensorsError(path, "header JSON is nested too deeply") from None
     if not isinstance(raw, dict):
         raise SafetensorsError(path, f"header must be a JSON object, got {type(raw).__name__}")
 
@@ -519,12 +526,18 @@ def _parse_entry(path, name: str, entry: Any) -> _TensorInfo:
         if key not in entry:
             raise SafetensorsError(path, f"{where}: entry is missing {key!r}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in _STORED_DTYPES:
+    if not isinstance(dtype, str) or dtype not in _STORED_DTYPES:
         raise SafetensorsError(
             path, f"{where}: unsupported dtype {dtype!r} (supported: {', '.join(_STORED_DTYPES)})"
         )
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise SafetensorsError(path, f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    # The reference reader (and NumPy) hold dimensions, element counts and offsets in 64 bits
+    # and allow at most 64 dimensions; a zero dimension would otherwise let any other pass.
+    if len(shape) > MAX_DIMS:
+        raise SafetensorsError(path, f"{where}: shape has {len(shape)} dimensions, more than {MAX_DIMS}")
+    if any(d >= 2**63 for d in shape) or math.prod(d for d in shape if d) >= 2**63:
+        raise SafetensorsError(path, f"{where}: shape {shape} has more than 2**63 elements")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
         raise SafetensorsError(
             path, f"{where}: data_offsets must be two non-negative integers, got {offsets!r}"

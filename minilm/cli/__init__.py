@@ -83,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\nminilm: interrupted", file=sys.stderr)
         return 130
     except (CommandError, DataError, CheckpointError, SafetensorsError, TokenizerFileError, BackendError,
-            TrainingDiverged, FileNotFoundError, ValueError, distributed.DistributedError) as error:
+            TrainingDiverged, ValueError, distributed.DistributedError) as error:
         if distributed.is_main_process():
             print(f"minilm: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a read-only folder, a missing file: one line, naming the file
+        if distributed.is_main_process():
+            where = f"{error.filename}: " if error.filename else ""
+            print(f"minilm: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2

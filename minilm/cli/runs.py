@@ -30,33 +30,116 @@ BERT_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 END_OF_TEXT = "<|endoftext|>"
 
 
-def build_model(kind: str, model_config: dict):
+def build_model(kind: str, model_config: dict, source="the model config"):
+    """The model of kind `kind` (one of MODEL_KINDS) built from `model_config`; a kind or an option
+    that minilm does not know is a CommandError naming `source` (the run's config.json)."""
     from ..models import GPT, BertConfig, BertForMaskedLM, GPTConfig, LSTMConfig, LSTMLanguageModel
 
-    if kind == "gpt":
-        return GPT(GPTConfig(**model_config))
-    if kind == "bert":
-        return BertForMaskedLM(BertConfig(**model_config))
-    return LSTMLanguageModel(LSTMConfig(**model_config))
+    classes = {"gpt": (GPT, GPTConfig), "bert": (BertForMaskedLM, BertConfig),
+               "lstm": (LSTMLanguageModel, LSTMConfig)}
+    if kind not in classes:
+        raise CommandError(f"{source}: unknown \"model\" {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    model_class, config_class = classes[kind]
+    if not isinstance(model_config, dict):
+        raise CommandError(f"{source}: \"model_config\" must be an object, got {type(model_config).__name__}")
+    unknown = sorted(set(model_config) - set(config_class.__dataclass_fields__))
+    if unknown:
+        raise CommandError(f"{source}: {kind} has no option {', '.join(map(repr, unknown))} in \"model_config\"")
+    try:
+        return model_class(config_class(**model_config))
+    except (TypeError, ValueError) as error:
+        raise CommandError(f"{source}: {error}") from None
 
 
 def load_run(run_dir):
     """(run config, tokenizer, model with its final weights) from a `minilm train` folder."""
     from ..serialization import load_file
     from ..tokenizers import Tokenizer
+    from ..train.checkpoint import latest_checkpoint
 
     run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    tokenizer = Tokenizer.load(run_dir / "tokenizer.txt")
+    config_path = run_dir / "config.json"
+    # Sizes are checked against the weights' headers before the model is built (allocated).
+    weights = run_dir / "model.safetensors"
+    if not weights.exists():
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise CommandError(f"{run_dir}: no model.safetensors and no complete checkpoint: the run "
+                               "stopped before its first checkpoint")
+        weights = checkpoint / "model.safetensors"
+    check_run_sizes(config, weights, config_path)
+    check_against_checkpoint(config, latest_checkpoint(run_dir), config_path)
+    model = build_model(config["model"], config["model_config"], config_path)
+    try:
+        model.load_state_dict(load_file(weights))
+    except RuntimeError as error:
+        raise CommandError(f"{weights} does not fit {config_path}: {error}") from None
+    return config, tokenizer, model.eval()
+
+
+def check_against_checkpoint(config: dict, checkpoint: Path | None, config_path: Path) -> None:
+    """Options the weights cannot show (GPT's n_head) are checked against the model config the
+    checkpoint was written with: an edited config.json is an error, not a different model."""
+    if checkpoint is None:
+        return
+    try:
+        saved = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("model_config")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(saved, dict) or not isinstance(config["model_config"], dict):
+        return
+    changed = [f"{key} {value!r} (the run was trained with {saved[key]!r})"
+               for key, value in config["model_config"].items()
+               if key in saved and saved[key] != value and "dropout" not in key and "prob" not in key]
+    if changed:
+        raise CommandError(f"{config_path}: model_config differs from the trained model's: " + ", ".join(changed))
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """A run folder's config.json; anything but a JSON object with "model" and "model_config"
+    is a CommandError naming the file."""
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise CommandError(f"{run_dir}: not a minilm run folder (no config.json)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    tokenizer = Tokenizer.load(run_dir / "tokenizer.txt")
-    model = build_model(config["model"], config["model_config"])
-    weights = run_dir / "model.safetensors"
-    if not weights.exists():
-        weights = run_dir / "checkpoint" / "model.safetensors"
-    model.load_state_dict(load_file(weights))
-    return config, tokenizer, model.eval()
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:
+        raise CommandError(f"{config_path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict) or "model" not in config or "model_config" not in config:
+        raise CommandError(f"{config_path}: not a minilm run config (no \"model\" and \"model_config\")")
+    return config
+
+
+# How the sizes in a run's model_config show in the weights, by our names: key -> (tensor, axis), or
+# key -> "pattern.{}." for a layer count (see minilm.models.hf.check_sizes).
+RUN_SIZES = {
+    "gpt": {"n_layer": "blocks.{}.", "n_embd": ("wte.weight", 1), "vocab_size": ("wte.weight", 0),
+            "block_size": ("wpe.weight", 0)},
+    "bert": {"num_hidden_layers": "layers.{}.", "hidden_size": ("bert.embeddings.word.weight", 1),
+             "vocab_size": ("bert.embeddings.word.weight", 0),
+             "max_position_embeddings": ("bert.embeddings.position.weight", 0)},
+    "lstm": {"vocab_size": ("embedding.weight", 0), "n_embd": ("embedding.weight", 1)},
+}
+
+
+def check_run_sizes(config: dict, weights: Path, source: Path) -> None:
+    """The sizes in the run's model_config must match the weights' header (read without the data)."""
+    from ..models.hf import CheckpointError, Dim, Layers, check_sizes
+    from ..serialization import read_header
+
+    if config["model"] not in RUN_SIZES or not isinstance(config["model_config"], dict):
+        return  # build_model reports the unknown kind or the malformed config
+    rules = {key: Layers(rule) if isinstance(rule, str) else Dim(*rule)
+             for key, rule in RUN_SIZES[config["model"]].items()}
+    header, _ = read_header(weights)
+    try:
+        check_sizes(config["model_config"], {name: tuple(e["shape"]) for name, e in header.items()}, rules, source)
+    except TypeError:  # a size that is not a number: GPTConfig and friends name it
+        return
+    except CheckpointError as error:
+        raise CommandError(str(error)) from None
 
 
 def unigram_perplexity(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int) -> float:
@@ -75,12 +158,9 @@ def prepare_train_run(args):
 
     if args.resume:
         run_dir = Path(args.resume)
-        config_path = run_dir / "config.json"
-        if not config_path.exists():
-            raise CommandError(f"{run_dir}: not a minilm run folder (no config.json)")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if args.steps != 600:  # --steps given: extend (or shorten) the run
-            set_run_steps(config, args.steps, config_path)
+        config = read_run_config(run_dir)
+        if args.steps is not None:  # --steps given: extend (or shorten) the run
+            set_run_steps(config, args.steps, run_dir / "config.json")
         tokenizer = Tokenizer.load(run_dir / "tokenizer.txt")
         train_ids, val_ids = read_token_file(run_dir / "train.bin"), read_token_file(run_dir / "val.bin")
         say(args, f"resuming {run_dir}")
@@ -115,7 +195,13 @@ def prepare_train_run(args):
         name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.out_dir) / name
         if (run_dir / "config.json").exists():
-            raise CommandError(f"{run_dir} already holds a run; choose another --name or --resume it")
+            from ..train.checkpoint import latest_checkpoint
+
+            if latest_checkpoint(run_dir) is not None or (run_dir / "model.safetensors").exists():
+                raise CommandError(f"{run_dir} already holds a run; choose another --name or --resume it")
+            # Stopped before its first checkpoint: nothing to keep, so the name may be used again.
+            say(args, f"note: {run_dir} holds a run stopped before its first checkpoint; starting it anew")
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(run_dir / "tokenizer.txt")
         write_token_file(run_dir / "train.bin", train_ids, tokenizer.vocab_size)

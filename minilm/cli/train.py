@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .common import say
+from .common import CommandError, say
 from .runs import MODEL_KINDS, build_model, prepare_train_run, sample_texts, unigram_perplexity
 
 
@@ -23,38 +23,45 @@ def add_parser(commands) -> None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", nargs="+", metavar="FILE",
-                   help="UTF-8 text files (default: the Python docs built into CPython)")
-    p.add_argument("--model", choices=MODEL_KINDS, default="gpt",
-                   help="gpt (causal LM), bert (masked LM), lstm (causal LM)")
-    p.add_argument("--tokenizer", choices=("bpe", "char"), default="bpe",
-                   help="byte-level BPE or characters (default bpe)")
-    p.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size (default 1024)")
-    p.add_argument("--tokenizer-file", metavar="FILE",
-                   help="a tokenizer saved by `minilm tokenizer train --out FILE` (instead of training one)")
-    p.add_argument("--layers", type=int, default=4, help="Transformer blocks / LSTM layers (default 4)")
-    p.add_argument("--width", type=int, default=128, help="embedding width (default 128)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    p.add_argument("--block-size", type=int, default=128, help="context length in tokens (default 128)")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout probability (default 0)")
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per micro-batch (default 16)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    p.add_argument("--warmup", type=int, default=50, help="warmup steps (default 50)")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
-    p.add_argument("--eval-interval", type=int, default=100, help="steps between evaluations (default 100)")
-    p.add_argument("--checkpoint-interval", type=int, default=200, help="steps between checkpoints (default 200)")
-    p.add_argument("--patience", type=int, default=0,
-                   help="early stopping after N evaluations without improvement (0 = off)")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of the text held out for validation (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    def run_option(*flags, default=None, **options) -> None:
+        # The option's value is part of the run's config.json: its parser default is None, so that
+        # `--resume` can tell an option given on the command line (an error there, except --steps)
+        # from one left out; `resolve_run_options` fills in the defaults for a new run.
+        action = p.add_argument(*flags, **options)
+        RUN_DEFAULTS[action.dest] = default
+
+    run_option("--data", nargs="+", metavar="FILE",
+               help="UTF-8 text files (default: the Python docs built into CPython)")
+    run_option("--model", choices=MODEL_KINDS, default="gpt",
+               help="gpt (causal LM), bert (masked LM), lstm (causal LM)")
+    run_option("--tokenizer", choices=("bpe", "char"), default="bpe",
+               help="byte-level BPE or characters (default bpe)")
+    run_option("--vocab-size", type=int, default=1024, help="BPE vocabulary size (default 1024)")
+    run_option("--tokenizer-file", metavar="FILE",
+               help="a tokenizer saved by `minilm tokenizer train --out FILE` (instead of training one)")
+    run_option("--layers", type=int, default=4, help="Transformer blocks / LSTM layers (default 4)")
+    run_option("--width", type=int, default=128, help="embedding width (default 128)")
+    run_option("--heads", type=int, default=4, help="attention heads (default 4)")
+    run_option("--block-size", type=int, default=128, help="context length in tokens (default 128)")
+    run_option("--dropout", type=float, default=0.0, help="dropout probability (default 0)")
+    run_option("--steps", type=int, default=600, help="optimizer steps (default 600)")
+    run_option("--batch-size", type=int, default=16, help="sequences per micro-batch (default 16)")
+    run_option("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    run_option("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    run_option("--warmup", type=int, default=50, help="warmup steps (default 50)")
+    run_option("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
+    run_option("--eval-interval", type=int, default=100, help="steps between evaluations (default 100)")
+    run_option("--checkpoint-interval", type=int, default=200, help="steps between checkpoints (default 200)")
+    run_option("--patience", type=int, default=0,
+               help="early stopping after N evaluations without improvement (0 = off)")
+    run_option("--val-fraction", type=float, default=0.1,
+               help="share of the text held out for validation (default 0.1)")
+    run_option("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
                    help="array backend (default: MINILM_BACKEND or numpy)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                   help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss scaling "
-                        "(for the GPU; NumPy emulates float16 and is slower)")
+    run_option("--precision", choices=("fp32", "fp16"), default="fp32",
+               help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss scaling "
+                    "(for the GPU; NumPy emulates float16 and is slower)")
     p.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--name", default=None, help="run folder name (default: MODEL-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -63,12 +70,36 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+# dest -> default of the options that a run's config.json fixes (filled by add_train_arguments).
+RUN_DEFAULTS: dict = {}
+# Options a resumed run may change: --steps extends (or shortens) it.
+RESUME_MAY_CHANGE = ("steps",)
+
+
+def resolve_run_options(args) -> None:
+    """Fill in the defaults of a new run's options; on --resume, refuse options that the run's
+    config.json fixes (they would be silently ignored), except --steps."""
+    if args.resume:
+        given = [name for name in RUN_DEFAULTS if name not in RESUME_MAY_CHANGE and getattr(args, name) is not None]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise CommandError(
+                f"{flags}: a resumed run keeps the settings in {args.resume}/config.json; "
+                "only --steps may change (start a new run with --name for other settings)"
+            )
+        return
+    for name, default in RUN_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
 def run(args) -> int:
     import minilm as ml
 
     from .. import distributed
     from ..train import CausalLMTask, MaskedLMTask, Trainer, TrainingConfig, TrainingInterrupted
 
+    resolve_run_options(args)
     # Under `mpiexec -n N` this joins the N ranks (each taking its own GPU with cupy); else a world of one.
     comm = distributed.init(gpu=args.backend == "cupy" if args.backend else None)
     if args.backend:
@@ -80,7 +111,7 @@ def run(args) -> int:
     ml.manual_seed(config["training"]["seed"])
 
     training = TrainingConfig.from_dict(config["training"])
-    model = build_model(config["model"], config["model_config"])
+    model = build_model(config["model"], config["model_config"], run_dir / "config.json")
     block = config["block_size"]
     if config["model"] == "bert":
         special = {k: tokenizer.special_tokens[v] for k, v in
@@ -90,14 +121,14 @@ def run(args) -> int:
     else:
         task = CausalLMTask(train_ids, val_ids, block, training.batch_size, training.seed)
     trainer = Trainer(model, task, training, out_dir=run_dir, quiet=args.quiet)
-    if args.resume:
-        trainer.load_checkpoint(run_dir / "checkpoint")
+    if args.resume and trainer.resume() is None:
+        say(args, f"note: {run_dir} has no complete checkpoint (stopped before its first); training from step 0")
     if comm.is_main:
         ranks = f" on {comm.size} ranks" if comm.size > 1 else ""
         say(args, f"model: {config['model']}, {model.num_parameters():,} parameters; {training.max_steps} "
                   f"steps of {training.batch_size * training.grad_accum} x {block} tokens{ranks} -> {run_dir}")
         if args.resume:
-            say(args, resume_plan(trainer.step, training.max_steps, args.steps != 600))
+            say(args, resume_plan(trainer.step, training.max_steps, args.steps is not None))
     started = time.perf_counter()
     try:
         trainer.fit()

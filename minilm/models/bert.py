@@ -16,6 +16,7 @@ query, key and value projections separately; here they are one fused [3C, C] mat
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -23,10 +24,43 @@ from .. import functional as F
 from .. import nn, ops
 from ..autograd import Tensor, data_of, no_grad
 from ..nn.attention import padding_mask
-from .hf import WeightMap, load_mapped, read_config, save_mapped
+from .hf import CheckpointError, Dim, Layers, Option, WeightMap, load_mapped, read_config, save_mapped
 from .output import ModelOutput
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+
+
+# What BERT implements of a Hugging Face BERT config.json (see minilm.models.hf.read_config).
+BERT_OPTIONS = {
+    "vocab_size": Option("int"), "hidden_size": Option("int"), "num_hidden_layers": Option("int"),
+    "num_attention_heads": Option("int"), "intermediate_size": Option("int"),
+    "max_position_embeddings": Option("int"), "type_vocab_size": Option("int"),
+    "hidden_act": Option(allowed=tuple(_ACTIVATIONS)), "hidden_dropout_prob": Option("float"),
+    "attention_probs_dropout_prob": Option("float"), "layer_norm_eps": Option("float"),
+    "position_embedding_type": Option(allowed=("absolute",)), "is_decoder": Option(allowed=(False,)),
+    "add_cross_attention": Option(allowed=(False,)), "pruned_heads": Option(allowed=({},)),
+    "chunk_size_feed_forward": Option("any"),  # chunking changes memory use, not the result
+    "tie_word_embeddings": Option(allowed=(True,)), "pad_token_id": Option("count"),
+}
+BERT_SIZES = {"num_hidden_layers": Layers("layer.{}."), "hidden_size": Dim("word_embeddings.weight", 1),
+              "vocab_size": Dim("word_embeddings.weight", 0),
+              "max_position_embeddings": Dim("position_embeddings.weight", 0),
+              "type_vocab_size": Dim("token_type_embeddings.weight", 0),
+              "intermediate_size": Dim("intermediate.dense.weight", 0)}
+BERT_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def read_bert_config(folder) -> "BertConfig":
+    """The BertConfig of a Hugging Face folder, checked against what minilm implements and the weights."""
+    hf = read_config(folder, BERT_OPTIONS, BERT_SIZES, required=BERT_REQUIRED)
+    try:
+        config = BertConfig.from_hf(hf)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: {error}") from None
+    if config.pad_token_id >= config.vocab_size:
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: pad_token_id {config.pad_token_id} is not below "
+                              f"vocab_size {config.vocab_size}")
+    return config
 
 
 @dataclass
@@ -194,7 +228,7 @@ class BertModel(nn.Module):
     @classmethod
     def from_pretrained(cls, folder) -> "BertModel":
         """Load a Hugging Face BERT folder (config.json + model.safetensors), e.g. all-MiniLM-L6-v2."""
-        model = cls(BertConfig.from_hf(read_config(folder)))
+        model = cls(read_bert_config(folder))
         load_mapped(model, folder, model._hf_mapping(), prefixes=("", "bert."))
         return model.eval()
 
@@ -239,7 +273,7 @@ class BertForMaskedLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder) -> "BertForMaskedLM":
-        model = cls(BertConfig.from_hf(read_config(folder)))
+        model = cls(read_bert_config(folder))
         load_mapped(model, folder, model._hf_mapping())
         return model.eval()
 
@@ -280,8 +314,7 @@ class BertForSequenceClassification(nn.Module):
     def from_pretrained(cls, folder, num_labels: int | None = None) -> "BertForSequenceClassification":
         """Load a fine-tuned classifier, or (num_labels given, no classifier in the file) a
         pretrained encoder with a freshly initialised classifier to fine-tune."""
-        hf = read_config(folder)
-        config = BertConfig.from_hf(hf)
+        config = read_bert_config(folder)
         if num_labels is not None:
             config.num_labels, config.id2label = num_labels, {}
         model = cls(config)

@@ -18,7 +18,7 @@ from .. import nn, ops
 from ..autograd import data_of, no_grad
 from ..generation import CausalDecoder, GenerationMixin
 from ..nn.attention import padding_mask
-from .hf import WeightMap, load_mapped, read_config, save_mapped
+from .hf import CheckpointError, Dim, Layers, Option, WeightMap, load_mapped, read_config, save_mapped
 from .output import ModelOutput
 
 
@@ -45,6 +45,21 @@ class GPTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# What GPT implements of a Hugging Face GPT-2 config.json (see minilm.models.hf.read_config).
+GPT2_OPTIONS = {
+    "vocab_size": Option("int"), "n_layer": Option("int"), "n_head": Option("int"), "n_embd": Option("int"),
+    "n_positions": Option("int"), "n_ctx": Option("int"), "n_inner": Option("any"),
+    "activation_function": Option(allowed=("gelu_new", "gelu_pytorch_tanh", "gelu_fast")),
+    "layer_norm_epsilon": Option("float"), "tie_word_embeddings": Option("bool"),
+    "resid_pdrop": Option("float"), "embd_pdrop": Option("float"), "attn_pdrop": Option("float"),
+    "scale_attn_weights": Option(allowed=(True,)), "scale_attn_by_inverse_layer_idx": Option(allowed=(False,)),
+    "reorder_and_upcast_attn": Option("bool"),  # float32 attention either way here
+    "add_cross_attention": Option(allowed=(False,)), "is_decoder": Option("bool"),
+}
+GPT2_SIZES = {"n_layer": Layers("h.{}."), "n_embd": Dim("wte.weight", 1), "vocab_size": Dim("wte.weight", 0),
+              "n_positions": Dim("wpe.weight", 0)}
 
 
 class GPT(nn.Module, GenerationMixin):
@@ -98,9 +113,11 @@ class GPT(nn.Module, GenerationMixin):
         device = self.wte.weight.device
         key_padding = None
         if attention_mask is not None:
+            mask = data_of(attention_mask, device)
+            if mask.dtype.kind not in "biu":  # positions are counted from it: 0/1 integers or booleans
+                raise ValueError(f"attention_mask must hold 0/1 integers or booleans, got dtype {mask.dtype}")
             key_padding = padding_mask(attention_mask, (batch, past + length), self.wte.weight.dtype, device)  # [B, S]
             if position_ids is None:  # count real tokens only, as Hugging Face does
-                mask = data_of(attention_mask, device)
                 positions = device.xp.cumsum(mask, axis=-1) - 1
                 position_ids = device.xp.where(mask.astype(bool), positions, 1)[:, past:]
         if position_ids is None:
@@ -158,12 +175,13 @@ class GPT(nn.Module, GenerationMixin):
     @classmethod
     def from_pretrained(cls, folder) -> "GPT":
         """Load a Hugging Face GPT-2 folder (config.json + model.safetensors)."""
-        hf = read_config(folder)
-        activation = hf.get("activation_function", "gelu_new")
-        if activation not in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-            raise ValueError(f"{folder}: activation_function {activation!r} is not GPT-2's tanh GELU")
+        hf = read_config(folder, GPT2_OPTIONS, GPT2_SIZES, required=("vocab_size", "n_layer", "n_head", "n_embd"))
         if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
-            raise ValueError(f"{folder}: n_inner {hf['n_inner']} differs from 4 * n_embd, which minilm's GPT assumes")
+            raise CheckpointError(f"{folder}/config.json: n_inner {hf['n_inner']} differs from 4 * n_embd, which "
+                                  "minilm's GPT assumes")
+        if hf["n_embd"] % hf["n_head"]:
+            raise CheckpointError(f"{folder}/config.json: n_embd {hf['n_embd']} is not divisible by n_head "
+                                  f"{hf['n_head']}")
         config = GPTConfig(
             vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
             block_size=hf.get("n_positions", 1024), dropout=0.0, bias=True,

@@ -3,11 +3,31 @@
 Each model describes its weights as a list of `WeightMap`s (our name, their name, whether
 their tensor is stored transposed); these helpers do the file work and the checking, so a
 missing tensor or a wrong shape is reported by name with both shapes.
+
+Every problem with a folder is a `CheckpointError` naming the file. A model's `from_pretrained`
+never trusts config.json: it calls
+
+    hf = read_config(folder, OPTIONS, SIZES)
+
+where OPTIONS says, for every key the model implements, which values it implements:
+`Option(kind)` with kind "int" (a positive integer), "count" (>= 0), "float", "bool", "str", "any", or
+`Option(allowed=(...))` for a fixed set of values (`scale_attn_weights` is implemented only as
+True). A key neither in OPTIONS nor in `HARMLESS_KEYS` (bookkeeping that does not change what
+the model computes: names, versions, token ids, generation defaults) is an error: an option
+minilm does not implement is never silently dropped. SIZES ties the sizes in config.json to
+the weights on disk, read from the safetensors headers before anything is allocated:
+`Dim(tensor, axis)` (the size is that axis of that tensor; names match with any prefix such as
+"transformer.") or `Layers(pattern)` (at most as many layers as the tensors have numbers in
+`pattern`, e.g. "h.{}."). So `n_layer: 1000000000` fails at once, naming both numbers. New
+models (Llama, the encoder-decoder) declare their OPTIONS and SIZES beside their
+`_hf_mapping` and call `read_config` the same way.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +35,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..data import atomic_write_text
-from ..serialization import load_file, save_file
+from ..serialization import SafetensorsError, load_file, read_header, save_file
 
 
 class CheckpointError(ValueError):
@@ -38,35 +58,176 @@ class WeightMap:
         return WeightMap(ours + self.ours, names if isinstance(self.theirs, tuple) else names[0], self.transposed)
 
 
-def read_config(folder) -> dict:
+# Keys of config.json that do not change what a model computes: bookkeeping, token ids, dtypes,
+# training-only dropout and initialisation, generation defaults, and the heads of other tasks.
+HARMLESS_KEYS = frozenset({
+    "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
+    "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id",
+    "initializer_range", "gradient_checkpointing", "use_cache", "return_dict", "output_attentions",
+    "output_hidden_states", "torchscript", "use_bfloat16", "tokenizer_class", "prefix", "finetuning_task",
+    "problem_type", "task_specific_params", "id2label", "label2id", "max_length", "min_length", "do_sample",
+    "early_stopping", "num_beams", "num_beam_groups", "temperature", "top_k", "top_p", "typical_p",
+    "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "num_return_sequences",
+    "bad_words_ids", "diversity_penalty", "classifier_dropout", "summary_type", "summary_use_proj",
+    "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
+})
+
+
+@dataclass(frozen=True)
+class Option:
+    """What a model implements of one config.json key: any value of a kind, or fixed values."""
+
+    kind: str = "any"  # "int" (positive), "count" (>= 0), "float", "bool", "str", "any"
+    allowed: tuple | None = None  # the only values implemented (compared with ==, bools strictly)
+
+    def problem(self, key: str, value) -> str | None:
+        if self.allowed is not None:
+            if any(value == a and type(value) is type(a) for a in self.allowed):
+                return None
+            return f"{key} = {json.dumps(value)} is not implemented (minilm implements " \
+                   f"{' or '.join(json.dumps(a) for a in self.allowed)})"
+        checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                  "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                  "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                  "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
+                  "any": lambda v: True}
+        if checks[self.kind](value):
+            return None
+        wanted = {"int": "a positive integer", "count": "an integer >= 0", "float": "a finite number",
+                  "bool": "true or false", "str": "a string"}[self.kind]
+        return f"{key} = {json.dumps(value)[:60]} must be {wanted}"
+
+
+@dataclass(frozen=True)
+class Dim:
+    """config value == axis `axis` of the tensor named `tensor` (with any prefix)."""
+
+    tensor: str
+    axis: int
+
+
+@dataclass(frozen=True)
+class Layers:
+    """config value <= the number of layers: distinct numbers in tensor names matching `pattern`
+    ("h.{}." -> "h.0.", "transformer.h.11.")."""
+
+    pattern: str
+
+
+def read_config(folder, options: dict | None = None, sizes: dict | None = None, required=()) -> dict:
+    """config.json of a checkpoint folder, checked: every key in `options` (key -> Option) or in
+    HARMLESS_KEYS, every value one the model implements, the `required` keys present, and the sizes
+    in `sizes` (key -> Dim or Layers) matching the weights' headers (see the module docstring).
+    Without `options`, the raw dict. Any problem is a CheckpointError naming config.json."""
     path = Path(folder) / "config.json"
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            config = json.load(f)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no config.json in the checkpoint folder") from None
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}, line {error.lineno}: invalid JSON ({error.msg})") from None
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise CheckpointError(f"{path}: not a JSON file ({type(error).__name__})") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: must hold a JSON object, got {type(config).__name__}")
+    if options is None:
+        return config
+    problems = [f"missing {key!r}" for key in required if key not in config]
+    for key, value in config.items():
+        if key in options:
+            problem = options[key].problem(key, value)
+            if problem:
+                problems.append(problem)
+        elif key not in HARMLESS_KEYS:
+            problems.append(f"unknown option {key!r} (minilm does not implement it)")
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+    if sizes:
+        check_sizes(config, read_shapes(folder), sizes, path)
+    return config
+
+
+def read_shapes(folder) -> dict[str, tuple]:
+    """name -> shape of every tensor of the folder's weights, from the headers alone."""
+    shapes = {}
+    for shard in weight_files(folder):
+        try:
+            header, _ = read_header(shard)
+        except OSError as error:
+            raise CheckpointError(f"{shard}: cannot be read ({error.strerror})") from None
+        except SafetensorsError as error:
+            raise CheckpointError(str(error)) from None
+        shapes.update({name: tuple(entry["shape"]) for name, entry in header.items()})
+    return shapes
+
+
+def check_sizes(config: dict, shapes: dict, sizes: dict, source) -> None:
+    """Raise a CheckpointError naming `source` unless each size in `config` fits the tensor shapes."""
+    problems = []
+    for key, rule in sizes.items():
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(rule, Layers):
+            regex = re.compile("(?:^|\\.)" + re.escape(rule.pattern).replace(r"\{\}", r"(\d+)"))
+            found = {m.group(1) for name in shapes for m in [regex.search(name)] if m}
+            if value > len(found):
+                problems.append(f"{key} {value}, but the weights hold {len(found)} layers")
+            continue
+        matches = [shape for name, shape in shapes.items() if name == rule.tensor or name.endswith("." + rule.tensor)]
+        if not matches:
+            continue  # the missing tensor is reported by name when the weights are loaded
+        shape = matches[0]
+        if len(shape) <= rule.axis or shape[rule.axis] != value:
+            problems.append(f"{key} {value}, but {rule.tensor!r} has shape {list(shape)}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the weights: " + "; ".join(problems))
 
 
 def write_config(folder, config: dict) -> None:
     atomic_write_text(Path(folder) / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def read_weights(folder) -> tuple[dict, str]:
-    """All tensors of model.safetensors (or of the shards a model.safetensors.index.json lists)."""
+def weight_files(folder) -> list[Path]:
+    """model.safetensors, or the shards model.safetensors.index.json lists: plain file names in
+    `folder`, never paths out of it ("../x", "/abs")."""
     folder = Path(folder)
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     if single.exists():
-        return load_file(single), str(single)
-    if index.exists():
+        return [single]
+    if not index.exists():
+        raise CheckpointError(f"{folder}: no model.safetensors (minilm reads safetensors weights only, "
+                              "never pickles)")
+    try:
         with open(index, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        tensors = {}
-        for shard in shards:
-            tensors.update(load_file(folder / shard))
-        return tensors, str(index)
-    raise CheckpointError(f"{folder}: no model.safetensors (minilm reads safetensors weights only, never pickles)")
+            weight_map = json.load(f)["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+        raise CheckpointError(f"{index}: not a safetensors index (a \"weight_map\" object of tensor -> "
+                              f"file name): {type(error).__name__}") from None
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", "..") or "\\" in shard:
+            raise CheckpointError(f"{index}: shard {shard!r} is not a file name in {folder}")
+    return [folder / shard for shard in shards]
+
+
+def read_weights(folder) -> tuple[dict, str]:
+    """All tensors of model.safetensors (or of the shards a model.safetensors.index.json lists)."""
+    files = weight_files(folder)
+    tensors = {}
+    for file in files:
+        try:
+            tensors.update(load_file(file))
+        except FileNotFoundError:
+            raise CheckpointError(f"{file}: no such file (listed in model.safetensors.index.json)") from None
+        except SafetensorsError as error:
+            raise CheckpointError(str(error)) from None
+    source = files[0] if len(files) == 1 and files[0].name == "model.safetensors" else \
+        Path(folder) / "model.safetensors.index.json"
+    return tensors, str(source)
 
 
 def load_mapped(model, folder, mapping: list[WeightMap], prefixes=("",)) -> None:

@@ -8,43 +8,68 @@ hands the rest of the file to the matching subclass, so one call loads any of th
 from __future__ import annotations
 
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from contextlib import contextmanager
 from typing import ClassVar
 
 FORMAT_VERSION = 1
 
 
 class TokenizerFileError(ValueError):
-    """A tokenizer file is corrupt or truncated; the message names the file and line."""
+    """A tokenizer file is corrupt or truncated; the message names the file and line (when one
+    line is at fault). Every tokenizer loader raises this type and no other for a bad file."""
 
-    def __init__(self, path: str | os.PathLike, line_number: int, problem: str):
-        super().__init__(f"{os.fspath(path)}, line {line_number}: {problem}")
+    def __init__(self, path: str | os.PathLike, line_number: int | None, problem: str):
+        where = f", line {line_number}" if line_number is not None else ""
+        super().__init__(f"{os.fspath(path)}{where}: {problem}")
         self.path = os.fspath(path)
         self.line_number = line_number
         self.problem = problem
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` as UTF-8 so that `path` holds either the old or the new content.
+    """Write `text` as UTF-8 so that `path` holds either the old or the new content, with the
+    permissions every other minilm file gets (0644 under the usual umask): see
+    `minilm.data.atomic_write_bytes`."""
+    from ..data import atomic_write_bytes
 
-    The text goes to a temporary file in the same directory (same file system),
-    is flushed to disk, and then replaces `path` in one `os.replace` step; a crash
-    half-way leaves no half-written tokenizer behind.
-    """
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def tokenizer_file(path: str | os.PathLike):
+    """Run a tokenizer loader's parsing inside this, so that whatever a malformed file makes it
+    trip over (a missing key, a value of the wrong type, a nesting too deep) comes out as one
+    TokenizerFileError naming the file, never as a KeyError or TypeError from deep inside."""
     try:
-        with open(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
+        yield
+    except TokenizerFileError:
         raise
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError, OverflowError) as error:
+        problem = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        prefix = f"{os.fspath(path)}: "
+        raise TokenizerFileError(path, None, problem.removeprefix(prefix)) from None
+
+
+def as_token_ids(ids: Iterable) -> list[int]:
+    """`ids` as a list of Python ints, the one check every `decode` makes: Python and NumPy
+    integers (and integer arrays) pass; floats, bools and anything else are a ValueError, never
+    truncated or read as 0/1."""
+    if hasattr(ids, "dtype") and hasattr(ids, "tolist"):  # a NumPy (or CuPy) array: check once
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"token ids must be integers, got an array of dtype {ids.dtype}")
+        ids = ids.tolist()
+        return ids if isinstance(ids, list) else [ids]
+    result = []
+    for token_id in ids:
+        if type(token_id) is not int:
+            if isinstance(token_id, bool) or not hasattr(token_id, "__index__") or hasattr(token_id, "dtype") \
+                    and token_id.dtype.kind not in "iu":
+                raise ValueError(f"token ids must be integers, got {token_id!r} ({type(token_id).__name__})")
+            token_id = token_id.__index__()
+        result.append(token_id)
+    return result
 
 
 class LineReader:
@@ -168,7 +193,8 @@ class Tokenizer(ABC):
             raise reader.error(f"unknown tokenizer kind {kind!r}")
         if cls is not Tokenizer and tokenizer_class is not cls:
             raise reader.error(f"this file holds a {tokenizer_class.__name__}, not a {cls.__name__}")
-        tokenizer = tokenizer_class._from_lines(reader)
+        with tokenizer_file(path):
+            tokenizer = tokenizer_class._from_lines(reader)
         reader.expect_end()
         return tokenizer
 

@@ -27,12 +27,12 @@ from typing import Any, Literal
 import regex
 
 from . import formats
-from .base import LineReader, Tokenizer
+from .base import LineReader, Tokenizer, as_token_ids, tokenizer_file
 from .bpe_training import learn_merges
 from .byte_pair import merge_bytes
 from .chat import render_chat_template
 from .gguf import read_gguf_tokenizer
-from .patterns import resolve_pattern
+from .patterns import resolve_pattern, splitter
 from .progress import ProgressBar, progress_wanted
 
 AllowedSpecial = Literal["all", "none", "none_raise"] | Set[str]
@@ -76,7 +76,7 @@ class BPETokenizer(Tokenizer):
         self.missing_bytes = missing_bytes
         self.pattern = resolve_pattern(pattern)
         try:
-            self._split = regex.compile(self.pattern).findall
+            self._split = splitter(self.pattern)
         except regex.error as exc:
             raise ValueError(f"pattern does not compile: {exc}") from None
         self._ranks = dict(mergeable_ranks)
@@ -149,7 +149,7 @@ class BPETokenizer(Tokenizer):
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
         pattern = resolve_pattern(pattern)
-        split = regex.compile(pattern).findall
+        split = splitter(pattern)
         cut_specials = (
             regex.compile("|".join(regex.escape(s) for s in sorted(special_tokens, key=len, reverse=True))).split
             if special_tokens
@@ -294,7 +294,7 @@ class BPETokenizer(Tokenizer):
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         table = self._bytes_by_id
-        ids = list(ids)  # may be a one-shot iterator; the error path reads it again
+        ids = as_token_ids(ids)  # floats and bools are refused (a float key would find 2.0 as 2)
         try:
             return b"".join([table[token_id] for token_id in ids])
         except (KeyError, TypeError):
@@ -391,7 +391,8 @@ class BPETokenizer(Tokenizer):
             except json.JSONDecodeError as exc:
                 raise reader.error(f"invalid JSON value ({exc.msg})") from None
         try:
-            tokenizer = cls(ranks, pattern, special_tokens, token_ids, missing_bytes=options.pop("missing_bytes", "error"))
+            tokenizer = cls(ranks, pattern, special_tokens, token_ids,
+                            missing_bytes=options.pop("missing_bytes", "error"))
             tokenizer._set_model_options(**options)
         except (TypeError, ValueError) as exc:
             raise reader.error(f"inconsistent tokenizer: {exc}") from None
@@ -471,8 +472,9 @@ class BPETokenizer(Tokenizer):
     @classmethod
     def from_tokenizer_json(cls, path: str | os.PathLike, pattern: str | None = None) -> BPETokenizer:
         """Load a Hugging Face byte-level BPE `tokenizer.json` (old or new merge format)."""
-        imported = formats.read_tokenizer_json(path)
-        return cls(imported.ranks, pattern or imported.pattern, imported.special_tokens, imported.token_ids)
+        with tokenizer_file(path):
+            imported = formats.read_tokenizer_json(path)
+            return cls(imported.ranks, pattern or imported.pattern, imported.special_tokens, imported.token_ids)
 
     def save_tokenizer_json(self, path: str | os.PathLike) -> None:
         """Write a Hugging Face `tokenizer.json` that encodes exactly as this tokenizer."""
@@ -483,8 +485,9 @@ class BPETokenizer(Tokenizer):
         cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike, pattern: str = "gpt2"
     ) -> BPETokenizer:
         """Load GPT-2 style `vocab.json` + `merges.txt` (which do not hold the pattern)."""
-        imported = formats.read_vocab_and_merges(vocab_path, merges_path)
-        return cls(imported.ranks, pattern, imported.special_tokens, imported.token_ids)
+        with tokenizer_file(vocab_path):
+            imported = formats.read_vocab_and_merges(vocab_path, merges_path)
+            return cls(imported.ranks, pattern, imported.special_tokens, imported.token_ids)
 
     def save_vocab_and_merges(self, directory: str | os.PathLike) -> None:
         """Write `vocab.json` and `merges.txt` into `directory`."""
@@ -518,13 +521,12 @@ class BPETokenizer(Tokenizer):
         elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
             tokenizer = cls.from_vocab_and_merges(path / "vocab.json", path / "merges.txt", pattern or "gpt2")
         else:
-            raise FileNotFoundError(f"{path} is not a .gguf file and holds neither tokenizer.json nor vocab.json + merges.txt")
-        options = formats.read_tokenizer_config(path, tokenizer.special_tokens)
-        if options:
-            try:
+            raise FileNotFoundError(f"{path} is not a .gguf file and holds neither tokenizer.json "
+                                    "nor vocab.json + merges.txt")
+        with tokenizer_file(path / "tokenizer_config.json"):
+            options = formats.read_tokenizer_config(path, tokenizer.special_tokens)
+            if options:
                 tokenizer._set_model_options(**options)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path / 'tokenizer_config.json'}: {exc}") from None
         return tokenizer
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from .base import LineReader, Tokenizer
+from .base import LineReader, Tokenizer, as_token_ids
 
 
 class CharTokenizer(Tokenizer):
@@ -59,7 +59,7 @@ class CharTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         pieces = []
-        for token_id in ids:
+        for token_id in as_token_ids(ids):
             if token_id == self.unk_token_id:
                 pieces.append(self.unk_token)
             elif isinstance(token_id, int) and 0 <= token_id < len(self.chars):

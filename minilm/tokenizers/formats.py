@@ -119,6 +119,8 @@ def build_from_vocab_and_merges(
     `allow_missing_bytes` accepts a vocabulary without some single bytes (see
     `BPETokenizer`'s `missing_bytes="skip"`).
     """
+    _check_token_ids(vocab, source, "the vocabulary")
+    _check_token_ids(added_tokens, source, "the added tokens")
     byte_ids = {}
     for byte in range(256):
         char = BYTE_TO_UNICODE[byte]
@@ -154,6 +156,25 @@ def build_from_vocab_and_merges(
             except UnicodeDecodeError:
                 special_tokens[text] = token_id
     return ImportedBPE(ranks, token_ids, special_tokens, pattern=None)
+
+
+# Far above any real vocabulary (the largest have about a million tokens), far below what would
+# make an embedding table of absurd size: an id past it is a corrupt file.
+MAX_TOKEN_ID = 2**24
+
+
+def _check_token_ids(tokens, source: str, what: str) -> None:
+    """Token -> id maps read from files: string tokens, integer ids in [0, MAX_TOKEN_ID), no id twice."""
+    if not isinstance(tokens, dict):
+        raise ValueError(f"{source}: {what} must be a JSON object of token -> id, got {type(tokens).__name__}")
+    seen = {}
+    for token, token_id in tokens.items():
+        if not isinstance(token, str) or type(token_id) is not int or not 0 <= token_id < MAX_TOKEN_ID:
+            raise ValueError(f"{source}: {what}: token {token!r} has id {token_id!r}; ids must be integers in "
+                             f"[0, {MAX_TOKEN_ID})")
+        if token_id in seen:
+            raise ValueError(f"{source}: {what}: tokens {seen[token_id]!r} and {token!r} share the id {token_id}")
+        seen[token_id] = token
 
 
 def _load_json(path: str | os.PathLike):

@@ -6,6 +6,8 @@ The strings are the ones tiktoken uses, so a tokenizer built with them splits te
 exactly as tiktoken does.
 """
 
+import regex
+
 # GPT-2 (tiktoken's "gpt2" / "r50k_base"). The possessive quantifiers (++) and the
 # `\s++$|\s+(?!\S)|\s` tail are an equivalent, faster form of the original
 # `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
@@ -69,3 +71,35 @@ def resolve_pattern(pattern: str) -> str:
     if not pattern:
         raise ValueError("pattern must not be empty")
     return pattern
+
+
+def splitter(pattern: str):
+    """The function that cuts text into chunks for `pattern` (already resolved), such that the
+    chunks always join back to the whole text.
+
+    The named patterns match every character, so their `findall` loses nothing. A custom pattern
+    may not (r"\\p{L}+" skips ", 123"): there, the text between two matches becomes a chunk of its
+    own, and empty matches are ignored, which is what Hugging Face's Split pre-tokenizer with
+    behavior "Isolated" (the one minilm exports in tokenizer.json) does, so both encode alike.
+    Raises regex.error for a pattern that does not compile.
+    """
+    compiled = regex.compile(pattern)
+    if pattern in NAMED_PATTERNS.values():
+        return compiled.findall
+    finditer = compiled.finditer
+
+    def split(text: str) -> list[str]:
+        chunks, position = [], 0
+        for match in finditer(text):
+            start, end = match.span()
+            if start == end:
+                continue
+            if start > position:
+                chunks.append(text[position:start])  # text the pattern does not match: kept, not dropped
+            chunks.append(match.group())
+            position = end
+        if position < len(text):
+            chunks.append(text[position:])
+        return chunks
+
+    return split

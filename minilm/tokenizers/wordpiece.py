@@ -24,7 +24,7 @@ from pathlib import Path
 
 import regex
 
-from .base import LineReader, Tokenizer
+from .base import LineReader, Tokenizer, TokenizerFileError, as_token_ids, tokenizer_file
 
 CONTINUATION_PREFIX = "##"
 MAX_CACHED_WORDS = 1 << 18  # word -> ids results kept before the cache is emptied
@@ -162,6 +162,11 @@ class WordPieceTokenizer(Tokenizer):
         """Load `vocab.txt` and, when present, `tokenizer_config.json` (lowercasing,
         accents, CJK splitting, special tokens, model_max_length)."""
         directory = Path(directory)
+        with tokenizer_file(directory):
+            return cls._from_directory(directory)
+
+    @classmethod
+    def _from_directory(cls, directory: Path) -> WordPieceTokenizer:
         reader = LineReader(directory / "vocab.txt")
         vocab = []
         while not reader.at_end():
@@ -171,6 +176,8 @@ class WordPieceTokenizer(Tokenizer):
         if config_path.is_file():
             with open(config_path, encoding="utf-8") as file:
                 config = json.load(file)
+            if not isinstance(config, dict):
+                raise TokenizerFileError(config_path, None, "must hold a JSON object")
             for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "model_max_length"):
                 if config.get(key) is not None or key == "strip_accents":
                     options[key] = config.get(key)
@@ -364,7 +371,7 @@ class WordPieceTokenizer(Tokenizer):
         `clean_up_tokenization_spaces` removes the space before ". , ? !" as
         Hugging Face's WordPiece decoder does.
         """
-        tokens = self.convert_ids_to_tokens(list(ids))
+        tokens = self.convert_ids_to_tokens(as_token_ids(ids))
         if skip_special_tokens:
             tokens = [token for token in tokens if token not in self.special_tokens]
         pieces = []

@@ -352,6 +352,12 @@ class Trainer:
         """Write out_dir/checkpoint/ (see `minilm.train.checkpoint`); returns its path."""
         return checkpoint.save_checkpoint(self)
 
+    def resume(self) -> Path | None:
+        """Continue from the newest complete checkpoint in out_dir (see `checkpoint.latest_checkpoint`);
+        returns its folder, or None when there is none (the run starts at step 0 and its metrics
+        log is emptied, so no step is logged twice)."""
+        return checkpoint.resume(self)
+
     def load_checkpoint(self, folder) -> None:
         """Restore everything `save_checkpoint` wrote, so training continues exactly."""
         checkpoint.load_checkpoint(self, folder)
