@@ -258,3 +258,25 @@ def test_generate_samples_beams_stops_seeds_and_empty_prompts(data, tmp_path, ca
 
     assert main(["generate", run, "--prompt", "the", "--max-new-tokens", "-1"]) == 2
     assert capsys.readouterr().out == ""  # an error prints no prompt first
+
+
+def test_eval_uses_the_runs_validation_split_and_skips_unknown_characters_on_request(data, tmp_path, capsys):
+    from minilm.cli import load_run
+    from minilm.data import read_token_file
+    from minilm.eval import perplexity
+
+    assert train(data, tmp_path, "--steps", "2") == 0
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    _, _, model = load_run(run)
+    expected = perplexity(model, read_token_file(run / "val.bin").tolist(), block_size=16, stride=16)
+    assert out.startswith("the run's validation split: ") and f"perplexity {expected:.3f}" in out
+
+    other = tmp_path / "other.txt"
+    other.write_text("the cat sat on the hat. Zebra!\n", encoding="utf-8")  # Z, b and ! are unseen
+    assert main(["eval", str(run), "--data", str(other)]) == 2
+    assert "pass --skip-unknown" in capsys.readouterr().err
+    assert main(["eval", str(run), "--data", str(other), "--skip-unknown"]) == 0
+    assert "unknown characters left out" in capsys.readouterr().out
