@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,3 +282,56 @@ def test_eval_uses_the_runs_validation_split_and_skips_unknown_characters_on_req
     assert "pass --skip-unknown" in capsys.readouterr().err
     assert main(["eval", str(run), "--data", str(other), "--skip-unknown"]) == 0
     assert "unknown characters left out" in capsys.readouterr().out
+
+
+# -- the README's Python snippets, run as a reader would -------------------------------------
+README = Path(__file__).resolve().parent.parent / "README.md"
+NEEDS_FILES = "<!-- snippet: needs files"
+
+
+def readme_snippets() -> list[tuple[str, str]]:
+    """(marker line or "", code) of every ```python block of README.md."""
+    snippets, lines = [], README.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "```python":
+            end = lines.index("```", i + 1)
+            previous = lines[i - 1] if i else ""
+            snippets.append((previous if previous.startswith(NEEDS_FILES) else "", "\n".join(lines[i + 1:end])))
+    return snippets
+
+
+def test_every_readme_snippet_runs_or_is_marked_as_needing_files():
+    snippets = readme_snippets()
+    assert len(snippets) >= 3
+    for _, code in snippets:
+        compile(code, "README.md", "exec")  # even a snippet that needs files must be valid Python
+    assert any(not marker for marker, _ in snippets)
+
+
+def test_the_readme_snippets_that_need_no_files_run_and_autograd_prints_nonzero_gradients(capsys):
+    for marker, code in readme_snippets():
+        if not marker:
+            exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    numbers = [float(n) for n in re.findall(r"-?\d+\.\d*", out)]
+    assert numbers[:4] == [0.5, 1.0, 1.0, 2.0]  # dy/dx = w.T, dy/dw = x.T: none of them zero
+
+
+def test_the_readme_run_folder_snippet_runs_on_a_real_run(data, tmp_path, capsys):
+    assert train(data, tmp_path, "--steps", "2", "--tokenizer", "bpe", "--vocab-size", "270") == 0
+    (code,) = [code for marker, code in readme_snippets() if "run folder" in marker]
+    capsys.readouterr()
+    exec(compile(code.replace("runs/NAME", str(tmp_path / "run")), "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("The list")
+
+
+def test_from_pretrained_on_a_run_folder_points_to_load_run(data, tmp_path):
+    import minilm as ml
+    from minilm.models import GPT
+    from minilm.models.hf import CheckpointError
+
+    assert train(data, tmp_path, "--steps", "2") == 0
+    with pytest.raises(CheckpointError, match=r"run folder of `minilm train`.*minilm.load_run"):
+        GPT.from_pretrained(tmp_path / "run")
+    config, tokenizer, model = ml.load_run(tmp_path / "run")
+    assert config["model"] == "gpt" and not model.training and tokenizer.vocab_size == model.config.vocab_size
