@@ -1,6 +1,7 @@
 """Smoke tests: every example runs (with small settings) and shows what it claims."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 from .helpers import oracle
@@ -28,7 +29,10 @@ def test_lstm_lm(capsys):
 def test_gpt2_checkpoint_generation(capsys):
     greedy = _load("gpt2_generate").main(["--max-new-tokens", "8"])
     assert greedy.shape[1] > 8
-    assert "beam search" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "beam search" in out
+    demo = Path(re.search(r"demo GPT-2 to (\S+),", out).group(1))
+    assert demo.name.startswith("gpt2-demo-") and not demo.exists()  # the temporary folder is removed
 
 
 def test_sentence_similarity_ranks_paraphrases_first():
