@@ -13,10 +13,12 @@ import argparse
 import cProfile
 import io
 import pstats
+import resource
 import statistics
 import time
 
 import numpy as np
+from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
 
 import minilm as ml
 from minilm import optim
@@ -104,6 +106,16 @@ def time_steps(step, steps: int) -> float:
     return statistics.median(samples)
 
 
+def kernel_cost(step, steps: int) -> tuple[float, float]:
+    """Minor page faults and system-time milliseconds per step (the allocator's price: a large
+    temporary that is a fresh mmap is zero-filled page by page by the kernel)."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(steps):
+        step()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_minflt - before.ru_minflt) / steps, (after.ru_stime - before.ru_stime) * 1e3 / steps
+
+
 def model_flops(config: GPTConfig, batch: int) -> float:
     """6 N tokens for the weights' matmuls plus the attention score/value matmuls (x3 for backward)."""
     c = config
@@ -135,23 +147,33 @@ def main() -> None:
     config = GPTConfig(vocab_size=args.vocab, n_layer=args.layers, n_head=args.heads, n_embd=args.width,
                        block_size=args.block)
     ours, theirs = minilm_step(config, args.batch), torch_step(torch, config, args.batch)
-    ours(), theirs()  # warm up (allocations, first-call paths)
-    t_ours, t_theirs = [], []
-    for _ in range(args.rounds):
-        t_ours.append(time_steps(ours, args.steps))
-        t_theirs.append(time_steps(theirs, args.steps))
-    best_ours, best_theirs = min(t_ours), min(t_theirs)
     flops = model_flops(config, args.batch)
     print(f"GPT training step: {args.layers} layers, {args.width} wide, {args.heads} heads, T={args.block}, "
           f"B={args.batch}, vocab {args.vocab} ({flops / 1e9:.1f} GFLOP a step)")
-    print(f"torch {torch.__version__} threads={torch.get_num_threads()}  numpy {np.__version__}")
-    print(f"  minilm {best_ours * 1e3:8.1f} ms  ({flops / best_ours / 1e9:6.1f} GFLOP/s)")
-    print(f"  torch  {best_theirs * 1e3:8.1f} ms  ({flops / best_theirs / 1e9:6.1f} GFLOP/s)")
-    print(f"  ratio minilm/torch = {best_ours / best_theirs:.2f}x")
-    if args.profile:
+    print(describe_machine(torch_line(torch)))
+    compare_steps(ours, theirs, flops, args.steps, args.rounds, args.profile)
+
+
+def compare_steps(ours, theirs, flops: float, steps: int, rounds: int, profile: bool, peer: str = "torch") -> None:
+    """Time two step functions alternately (best of `rounds` medians of `steps`) and print
+    their times, GFLOP/s, kernel costs and ratio; with `profile`, minilm's cProfile top."""
+    ours(), theirs()  # warm up (allocations, first-call paths)
+    t_ours, t_theirs = [], []
+    for _ in range(rounds):
+        t_ours.append(time_steps(ours, steps))
+        t_theirs.append(time_steps(theirs, steps))
+    best_ours, best_theirs = min(t_ours), min(t_theirs)
+    width = max(len(peer), len("minilm"))
+    for name, best, step in (("minilm", best_ours, ours), (peer, best_theirs, theirs)):
+        faults, system = kernel_cost(step, steps)
+        print(f"  {name:<{width}} {best * 1e3:8.1f} ms  ({flops / best / 1e9:6.1f} GFLOP/s)  "
+              f"{faults:7.0f} minor faults, {system:5.1f} ms system time a step")
+    print(f"  ratio minilm/{peer.split()[0]} = {best_ours / best_theirs:.2f}x  (medians of {steps} steps, best of "
+          f"{rounds} alternating rounds)")
+    if profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        for _ in range(args.steps):
+        for _ in range(steps):
             ours()
         profiler.disable()
         out = io.StringIO()

@@ -356,6 +356,15 @@ def embedding(ids, weight: Tensor) -> Tensor:
     return ops.getitem(weight, ids)
 
 
+# With this few rows (decoding one token per sequence), a Linear is one pass over its
+# weights, bound by memory. NumPy's einsum streams each weight row once in the calling
+# thread; OpenBLAS wakes and joins its threads for every call, which costs more than the
+# work at this size and collapses when other processes share the cores (measured on a
+# loaded 2-core machine, SmolLM2's layer shapes: einsum 1.5x faster than 1-thread OpenBLAS
+# for one row, 30x faster than 2-thread OpenBLAS; equal at 4 rows, slower above).
+_FEW_ROWS = 2
+
+
 class Linear(Function):
     """y = x @ W^T + b in one node: one GEMM forward, two GEMMs and a sum backward."""
 
@@ -363,7 +372,10 @@ class Linear(Function):
 
     def forward(self, x, weight, bias=None):
         x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large GEMM
-        y = x2 @ weight.T  # [N, in] @ [in, out] -> [N, out]
+        if x2.shape[0] <= _FEW_ROWS and isinstance(x2, np.ndarray):
+            y = np.einsum("ni,oi->no", x2, weight)  # token-by-token decoding: see _FEW_ROWS
+        else:
+            y = x2 @ weight.T  # [N, in] @ [in, out] -> [N, out]
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -633,3 +645,156 @@ class LSTMCell(Function):
 def lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple:
     """One LSTM step's gate arithmetic: (gates [B, 4H], c_prev [B, H]) -> (h, c), each [B, H]."""
     return LSTMCell()(gates, c_prev)
+
+# ---------------------------------------------------------------------------------------
+# The Llama family's pieces: RMS norm, SiLU, rotary position embedding
+# ---------------------------------------------------------------------------------------
+class RMSNorm(Function):
+    """y = x / rms(x) * weight over the last axis, rms(x) = sqrt(mean(x^2) + eps), as one node.
+
+    Half-precision inputs are normalised in float32 and the result cast back before the
+    weight is applied (Hugging Face's LlamaRMSNorm does the same). Backward, with
+    x_hat = x / rms(x) and g = gy * weight:
+      dx = (g - x_hat * mean(g * x_hat)) / rms(x),  dweight = sum gy * x_hat
+    """
+
+    autocast_policy = "float32"  # a mean of squares: float16 loses too much
+
+    def __init__(self, eps: float, has_weight: bool):
+        self.eps, self.has_weight = eps, has_weight
+
+    def forward(self, x, *weight):
+        xp = ops._xp(x)
+        wide = x.astype(np.float32) if x.dtype == np.float16 else x
+        mean_square = (wide * wide).sum(axis=-1, keepdims=True) * (1.0 / x.shape[-1])  # [..., 1]
+        self.inv_rms = 1.0 / xp.sqrt(mean_square + self.eps)
+        self.x_hat = _in_dtype(wide * self.inv_rms, x.dtype)  # [..., C]
+        return self.x_hat * weight[0] if self.has_weight else self.x_hat
+
+    def backward(self, gy):
+        x, x_hat, inv_rms = self.inputs[0], self.x_hat, self.inv_rms
+        g = gy * self.inputs[1].data if self.has_weight else gy  # d loss / d x_hat
+        mean_g_x_hat = (g * x_hat).sum(axis=-1, keepdims=True) * (1.0 / x.shape[-1])
+        grads = [_in_dtype((g - x_hat * mean_g_x_hat) * inv_rms, x.dtype) if x.requires_grad else None]
+        if self.has_weight:  # [..., C]: the engine sums it down to the weight's [C]
+            grads.append(gy * x_hat if self.inputs[1].requires_grad else None)
+        return tuple(grads)
+
+    def composite(self, x, *weight):
+        y = x / ops.sqrt(ops.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        return y * weight[0] if self.has_weight else y
+
+
+@register("rms_norm")
+def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """Scale the last axis to unit root-mean-square, then by `weight` [C] (no centring, no bias)."""
+    if weight is not None and weight.shape != x.shape[-1:]:
+        raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected {x.shape[-1:]} "
+                         f"(the last dim of {x.shape})")
+    return RMSNorm(eps, weight is not None)(x, *([weight] if weight is not None else []))  # [..., C] -> [..., C]
+
+
+class SiLU(Function):
+    """x * sigmoid(x) (the 'swish' of SwiGLU); d/dx = s (1 + x (1 - s)), s = sigmoid(x)."""
+
+    def forward(self, x):
+        self.s = ops.Sigmoid().forward(x)
+        return x * self.s
+
+    def backward(self, gy):
+        x, s = self.inputs[0].data, self.s
+        return gy * (s * (1 + x * (1 - s)))
+
+    def composite(self, x):
+        return x * ops.sigmoid(x)
+
+
+@register("silu")
+def silu(x: Tensor) -> Tensor:
+    return SiLU()(x)
+
+
+class SwiGLU(Function):
+    """[gate | up] [..., 2F] -> silu(gate) * up [..., F], as one node (Llama's MLP activation).
+
+    With s = sigmoid(gate):  d/d gate = gy * up * s (1 + gate (1 - s)),  d/d up = gy * gate * s
+    """
+
+    def forward(self, x):
+        half = x.shape[-1] // 2
+        gate, up = x[..., :half], x[..., half:]
+        self.s = ops.Sigmoid().forward(gate)
+        y = gate * self.s
+        y *= up
+        return y
+
+    def backward(self, gy):
+        x, s = self.inputs[0].data, self.s
+        half = x.shape[-1] // 2
+        gate, up = x[..., :half], x[..., half:]
+        return ops._xp(x).concatenate([gy * up * (s * (1 + gate * (1 - s))), gy * gate * s], axis=-1)
+
+    def composite(self, x):
+        half = x.shape[-1] // 2
+        gate, up = x[..., :half], x[..., half:]
+        return gate * ops.sigmoid(gate) * up
+
+
+@register("swiglu")
+def swiglu(x: Tensor) -> Tensor:
+    """silu(first half) * second half of the last axis: [..., 2F] -> [..., F]."""
+    if x.shape[-1] % 2:
+        raise ValueError(f"swiglu: the last dim must hold gate and up halves, got shape {x.shape}")
+    return SwiGLU()(x)
+
+
+class Rotary(Function):
+    """Rotate the pairs (x[i], x[i + D/2]) of the last axis by per-position angles.
+
+    Hugging Face's rotate-half layout: with x = [x1 | x2] (halves of the head dim) and the
+    angles' cos and sin [..., T, D/2],
+      out = [x1 cos - x2 sin | x2 cos + x1 sin]
+    A rotation's transpose is the rotation by the opposite angles, so backward is this same
+    function with -sin.
+    """
+
+    def __init__(self, cos, sin):
+        self.cos, self.sin = cos, sin
+
+    def forward(self, x):
+        xp, half = ops._xp(x), x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        out = xp.empty_like(x)  # cos, sin broadcast against x (apply_rotary checks)
+        first, second = out[..., :half], out[..., half:]
+        xp.multiply(x1, self.cos, out=first)
+        first -= x2 * self.sin  # x1 cos - x2 sin
+        xp.multiply(x2, self.cos, out=second)
+        second += x1 * self.sin  # x2 cos + x1 sin
+        return out
+
+    def backward(self, gy):
+        return Rotary(self.cos, -self.sin).forward(gy)
+
+    def composite(self, x):
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        cos, sin = Tensor(self.cos), Tensor(self.sin)
+        return ops.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+@register("apply_rotary")
+def apply_rotary(x: Tensor, cos, sin) -> Tensor:
+    """Rotary position embedding of x [..., T, D] with the angles' cos, sin [..., T, D/2]
+    (arrays, broadcast against x, e.g. [B, 1, T, D/2] for x [B, H, T, D])."""
+    cos = cos.data if isinstance(cos, Tensor) else cos
+    sin = sin.data if isinstance(sin, Tensor) else sin
+    half_shape = x.shape[:-1] + (x.shape[-1] // 2,)
+    try:
+        fits = not x.shape[-1] % 2 and cos.shape == sin.shape and \
+            np.broadcast_shapes(cos.shape, half_shape) == half_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"apply_rotary: x {x.shape} needs an even last dim and cos, sin that broadcast to "
+                         f"{half_shape}; got cos {cos.shape}, sin {sin.shape}")
+    return Rotary(_in_dtype(cos, x.dtype), _in_dtype(sin, x.dtype))(x)

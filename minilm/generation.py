@@ -127,6 +127,84 @@ def _warp(scores, temperature, top_k, top_p):
 
 
 # ---------------------------------------------------------------------------------------
+# Rules on the next token (Hugging Face's processors that follow the repetition penalty:
+# no-repeat n-grams, a minimum length, a forced first and last token)
+# ---------------------------------------------------------------------------------------
+def no_repeat_ngram_filter(scores: np.ndarray, sequences: np.ndarray, n: int) -> np.ndarray:
+    """Ban every token that would complete an n-gram the row already contains: -inf for
+    each token that followed an earlier occurrence of the row's last n - 1 tokens."""
+    length = sequences.shape[1]
+    if length + 1 < n:
+        return scores
+    for row, tokens in enumerate(sequences.tolist()):
+        prefix = tokens[length - n + 1:]  # the n - 1 tokens the next one would extend
+        banned = [tokens[i + n - 1] for i in range(length - n + 1) if tokens[i:i + n - 1] == prefix]
+        scores[row, banned] = _NEG_INF
+    return scores
+
+
+def bad_words_filter(scores: np.ndarray, sequences: np.ndarray, bad_words_ids) -> np.ndarray:
+    """Ban the last token of every listed word (a token sequence) whose other tokens end the
+    row; a one-token word is banned everywhere (Marian bans its pad token this way)."""
+    for word in bad_words_ids:
+        *prefix, last = word
+        if not prefix:
+            scores[:, last] = _NEG_INF
+        elif len(prefix) <= sequences.shape[1]:
+            scores[(sequences[:, sequences.shape[1] - len(prefix):] == prefix).all(axis=1), last] = _NEG_INF
+    return scores
+
+
+def force_token(scores: np.ndarray, token: int) -> np.ndarray:
+    """Leave `token` as the only choice: 0 for it, -inf for every other."""
+    forced = np.full_like(scores, _NEG_INF)
+    forced[:, token] = 0.0
+    return forced
+
+
+class NextTokenRules:
+    """The constraints a step applies after the repetition penalty, in Hugging Face's order.
+
+    no_repeat_ngram_size: no n-gram occurs twice in a row (prompt included).
+    bad_words_ids: token sequences never generated (a list of lists of ids; eos alone is
+      never banned, as in Hugging Face).
+    min_new_tokens: eos is banned until that many tokens have been generated.
+    forced_bos_token_id: the token chosen when the sequence has a single token (an
+      encoder-decoder's start token); forced_eos_token_id: the last token at the length limit.
+    """
+
+    def __init__(self, prompt_length: int, total_length: int, eos: set, no_repeat_ngram_size: int = 0,
+                 min_new_tokens: int = 0, forced_bos_token_id=None, forced_eos_token_id=None, bad_words_ids=None):
+        if no_repeat_ngram_size is None or no_repeat_ngram_size < 0:
+            raise ValueError(f"generate: no_repeat_ngram_size must be >= 0, got {no_repeat_ngram_size}")
+        if min_new_tokens is None or min_new_tokens < 0:
+            raise ValueError(f"generate: min_new_tokens must be >= 0, got {min_new_tokens}")
+        self.prompt_length, self.total_length, self.eos = prompt_length, total_length, sorted(eos)
+        self.no_repeat_ngram_size, self.min_new_tokens = no_repeat_ngram_size, min_new_tokens
+        self.forced_bos_token_id, self.forced_eos_token_id = forced_bos_token_id, forced_eos_token_id
+        words = [list(word) for word in bad_words_ids or ()]
+        if any(not word or not all(isinstance(t, (int, np.integer)) for t in word) for word in words):
+            raise ValueError(f"generate: bad_words_ids must be a list of non-empty lists of token ids, "
+                             f"got {bad_words_ids}")
+        self.bad_words_ids = [word for word in words if word not in ([e] for e in self.eos)]
+
+    def apply(self, scores: np.ndarray, sequences: np.ndarray) -> np.ndarray:
+        """scores [N, V] for the token after sequences [N, L]."""
+        length = sequences.shape[1]
+        if self.no_repeat_ngram_size:
+            scores = no_repeat_ngram_filter(scores, sequences, self.no_repeat_ngram_size)
+        if self.bad_words_ids:
+            scores = bad_words_filter(scores, sequences, self.bad_words_ids)
+        if self.eos and length - self.prompt_length < self.min_new_tokens:
+            scores[:, self.eos] = _NEG_INF
+        if self.forced_bos_token_id is not None and length == 1:
+            scores = force_token(scores, self.forced_bos_token_id)
+        if self.forced_eos_token_id is not None and length == self.total_length - 1:
+            scores = force_token(scores, self.forced_eos_token_id)
+        return scores
+
+
+# ---------------------------------------------------------------------------------------
 # Decoders: the model side of a generation loop
 # ---------------------------------------------------------------------------------------
 class CausalDecoder:
@@ -184,7 +262,8 @@ class SlidingWindowDecoder:
         self.ids = self.ids[rows]
 
 
-def last_logits(logits: Tensor) -> np.ndarray:
+def last_logits(logits) -> np.ndarray:
+    logits = getattr(logits, "logits", logits)  # a ModelOutput or the logits Tensor itself
     return logits[:, -1].numpy().astype(np.float64)  # [N, V] on the host, float64 for stable sums
 
 
@@ -215,7 +294,9 @@ class _StopStrings:
 
 def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_sample=False, temperature=1.0,
                     top_k=None, top_p=None, repetition_penalty=1.0, num_return_sequences=1, eos_token_id=None,
-                    pad_token_id=None, stop=None, tokenizer=None, seed=None, attention_mask=None, use_cache=True):
+                    pad_token_id=None, stop=None, tokenizer=None, seed=None, attention_mask=None, use_cache=True,
+                    no_repeat_ngram_size=0, min_new_tokens=0, forced_bos_token_id=None, forced_eos_token_id=None,
+                    bad_words_ids=None):
     """Greedy or sampled generation, yielding the new tokens of every row at each step ([N] ints).
 
     Rows that have finished (eos or a stop string) get `pad_token_id` (default: eos) from then on.
@@ -235,6 +316,8 @@ def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_s
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
     rng = np.random.default_rng(seed) if seed is not None else model_rng(model)
     stops = _StopStrings(stop, tokenizer, ids.shape[1])
+    rules = NextTokenRules(ids.shape[1], ids.shape[1] + max_new_tokens, eos, no_repeat_ngram_size, min_new_tokens,
+                           forced_bos_token_id, forced_eos_token_id, bad_words_ids)
     with nn.utils.eval_mode(model), no_grad():
         if slide:
             decoder = SlidingWindowDecoder(model, context)
@@ -244,7 +327,7 @@ def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_s
         sequences = ids
         finished = np.zeros(len(ids), dtype=bool)
         for step in range(max_new_tokens):
-            scores = apply_repetition_penalty(logits, sequences, repetition_penalty)
+            scores = rules.apply(apply_repetition_penalty(logits, sequences, repetition_penalty), sequences)
             if do_sample:
                 probabilities = _softmax(_warp(scores, temperature, top_k, top_p))
                 tokens = _sample_rows(probabilities, rng)
@@ -264,22 +347,26 @@ def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_s
 def generate(model, input_ids, max_new_tokens=None, max_length=None, do_sample=False, temperature=1.0, top_k=None,
              top_p=None, repetition_penalty=1.0, num_return_sequences=1, num_beams=1, length_penalty=1.0,
              eos_token_id=None, pad_token_id=None, stop=None, tokenizer=None, seed=None, attention_mask=None,
-             use_cache=True, early_stopping=False) -> np.ndarray:
+             use_cache=True, early_stopping=False, no_repeat_ngram_size=0, min_new_tokens=0, forced_bos_token_id=None,
+             forced_eos_token_id=None, bad_words_ids=None) -> np.ndarray:
     """Token ids [N, prompt + new] (prompt included), one row per returned sequence, as HF's generate."""
     _check_arguments(_as_ids(input_ids), max_new_tokens, max_length, do_sample, temperature, top_k, top_p,
                      repetition_penalty, num_beams, num_return_sequences, None)
+    rules = dict(no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
+                 forced_bos_token_id=forced_bos_token_id, forced_eos_token_id=forced_eos_token_id,
+                 bad_words_ids=bad_words_ids)
     if num_beams > 1:
         return beam_search(model, input_ids, max_new_tokens=max_new_tokens, max_length=max_length,
                            num_beams=num_beams, num_return_sequences=num_return_sequences,
                            length_penalty=length_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                            repetition_penalty=repetition_penalty, attention_mask=attention_mask, use_cache=use_cache,
-                           early_stopping=early_stopping)
+                           early_stopping=early_stopping, **rules)
     ids = _as_ids(input_ids)
     if num_return_sequences > 1:
         ids = np.repeat(ids, num_return_sequences, axis=0)
     steps = list(generate_stream(model, input_ids, max_new_tokens, max_length, do_sample, temperature, top_k, top_p,
                                  repetition_penalty, num_return_sequences, eos_token_id, pad_token_id, stop,
-                                 tokenizer, seed, attention_mask, use_cache))
+                                 tokenizer, seed, attention_mask, use_cache, **rules))
     return np.concatenate([ids, np.stack(steps, axis=1)], axis=1)
 
 
@@ -299,7 +386,8 @@ def stream_text(model, tokenizer, prompt: str, **kwargs):
 
 def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beams=4, num_return_sequences=1,
                 length_penalty=1.0, eos_token_id=None, pad_token_id=None, repetition_penalty=1.0,
-                attention_mask=None, use_cache=True, early_stopping=False) -> np.ndarray:
+                attention_mask=None, use_cache=True, early_stopping=False, no_repeat_ngram_size=0, min_new_tokens=0,
+                forced_bos_token_id=None, forced_eos_token_id=None, bad_words_ids=None) -> np.ndarray:
     """Beam search with Hugging Face's bookkeeping.
 
     At each step every running beam proposes continuations; the best 2 * num_beams (by
@@ -318,6 +406,8 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
     keep = max(2, 1 + len(eos)) * num_beams  # candidates kept per step
     total = prompt + max_new_tokens
+    rules = NextTokenRules(prompt, total, eos, no_repeat_ngram_size, min_new_tokens, forced_bos_token_id,
+                           forced_eos_token_id, bad_words_ids)
 
     flat = np.repeat(ids, num_beams, axis=0)  # [B*K, prompt]
     mask = None if attention_mask is None else np.repeat(_as_ids(attention_mask, "attention_mask"), num_beams, axis=0)
@@ -346,6 +436,7 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
                 running, finished = _widen(running, total, pad), _widen(finished, total, pad)
             sequences = running[:, :, :length].reshape(batch * num_beams, length)
             log_probs = apply_repetition_penalty(_log_softmax(logits), sequences, repetition_penalty)
+            log_probs = rules.apply(log_probs, sequences)
             vocab = log_probs.shape[-1]
             totals = (log_probs.reshape(batch, num_beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
             top = np.argsort(-totals, axis=-1, kind="stable")[:, :keep]  # [B, keep]

@@ -316,10 +316,10 @@ def _write_atomically(path: str | os.PathLike, write) -> None:
         if isinstance(error, OSError) and error.filename is None:  # a failed write names no file
             raise OSError(error.errno, error.strerror, path) from None
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
-def _fsync_directory(directory: str) -> None:
+def fsync_directory(directory) -> None:
     # The rename itself lives in the directory; syncing it makes the new name
     # durable. Windows has no way to open a directory for this, so skip it there.
     # Best effort: the file itself is complete by now, and some file systems refuse

@@ -4,6 +4,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 from .helpers import oracle
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -46,3 +48,40 @@ def test_bert_fine_tuning_beats_the_majority_class():
     accuracy, majority = _load("bert_pretrain_finetune").main(
         ["--pretrain-steps", "20", "--finetune-steps", "80", "--width", "64", "--finetune-lr", "2e-3"])
     assert accuracy >= majority + 0.15, (accuracy, majority)
+
+
+def _write_catalogs(root):
+    """Two tiny French catalogs as Django lays them out, with the entries a reader must skip."""
+    words = [("Save", "Enregistrer"), ("Delete", "Supprimer"), ("Add user", "Ajouter un utilisateur"),
+             ("Change password", "Modifier le mot de passe"), ("Log out", "Déconnexion"), ("Home", "Accueil"),
+             ("Yes", "Oui"), ("No", "Non"), ("Search", "Rechercher"), ("Filter", "Filtre"),
+             ("This field is required.", "Ce champ est obligatoire.")]
+    entries = "".join(f'msgid "{en}"\nmsgstr "{fr}"\n\n' for en, fr in words)
+    header = 'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+    extra = ('#, fuzzy\nmsgid "Unreviewed"\nmsgstr "Non relu"\n\n'
+             'msgid "%(n)s user"\nmsgid_plural "%(n)s users"\nmsgstr[0] "%(n)s utilisateur"\n'
+             'msgstr[1] "%(n)s utilisateurs"\n\nmsgid "Empty"\nmsgstr ""\n')
+    for app, text in (("conf", header + entries), ("contrib/admin", header + extra)):
+        folder = root / app / "locale" / "fr" / "LC_MESSAGES"
+        folder.mkdir(parents=True)
+        (folder / "django.po").write_text(text, encoding="utf-8")
+
+
+def test_translate_po_reads_catalogs_and_scores_against_the_copy_baseline(tmp_path, capsys):
+    _write_catalogs(tmp_path)
+    result = _load("translate_po").main(["--locale-dir", str(tmp_path), "--steps", "3", "--width", "16",
+                                          "--layers", "1", "--vocab-size", "300", "--num-beams", "2",
+                                          "--samples", "1"])
+    assert result["pairs"] == 13  # 11 + singular and plural; the fuzzy and untranslated entries skipped
+    out = capsys.readouterr().out
+    assert "2 catalogs, 13 English -> fr pairs: 12 train / 1 validation" in out
+    assert "copy baseline (the English unchanged): BLEU" in out and "  model: " in out
+
+
+def test_translate_po_says_where_catalogs_are_missing(tmp_path, monkeypatch):
+    module = _load("translate_po")
+    with pytest.raises(SystemExit, match="no fr/LC_MESSAGES/\\*.po catalog under"):
+        module.main(["--locale-dir", str(tmp_path)])
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match="Django is not installed and no --locale-dir was given"):
+        module.main([])

@@ -22,7 +22,7 @@ def _pictures(folder: Path, prefix: str) -> list[str]:
 def test_every_script_is_listed_in_the_readme():
     readme = (LEARN / "README.md").read_text(encoding="utf-8")
     scripts = sorted(p.name for p in LEARN.glob("[0-9][0-9]_*.py"))
-    assert len(scripts) == 9
+    assert len(scripts) == 10
     for name in scripts:
         assert name in readme
 
@@ -95,3 +95,13 @@ def test_09_lstm_vs_transformer(tmp_path):
                                               "--block-size", "16"])
     assert set(losses) == {"LSTM", "Transformer"}
     assert _pictures(tmp_path, "09_") == ["09_lstm_vs_transformer.svg"]
+
+
+def test_10_cross_attention(tmp_path, capsys):
+    accuracy = _main("10_cross_attention")(["--out", str(tmp_path), "--steps", "300", "--width", "32", "--layers", "1",
+                                            "--heads", "2"])
+    best = max(accuracy.values())
+    out = capsys.readouterr().out
+    assert f"attends to the aligned digit for {best:.0%} of target words" in out
+    assert best >= 0.8  # the claim: a head aligns each word with its digit, far above chance (~0.2)
+    assert set(_pictures(tmp_path, "10_")) == {"10_cross_attention_best_head.svg", "10_cross_attention_layer0_mean.svg"}

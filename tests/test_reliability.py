@@ -47,14 +47,18 @@ def test_every_accepted_pattern_round_trips(pieces, text):
 
 
 # -- 5. config options minilm does not implement are errors ------------------------------------
-def _gpt_folder(tmp_path, **config_changes):
-    model = GPT(GPTConfig(vocab_size=30, n_layer=2, n_head=2, n_embd=8, block_size=16))
-    folder = tmp_path / "gpt"
+def _saved_with_changes(model, folder, config_changes):
+    """`model` saved in the Hugging Face layout, its config.json then edited."""
     model.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     config.update(config_changes)
     (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+def _gpt_folder(tmp_path, **config_changes):
+    model = GPT(GPTConfig(vocab_size=30, n_layer=2, n_head=2, n_embd=8, block_size=16))
+    return _saved_with_changes(model, tmp_path / "gpt", config_changes)
 
 
 @pytest.mark.parametrize("option,value", [("scale_attn_weights", False), ("scale_attn_by_inverse_layer_idx", True),
@@ -74,12 +78,7 @@ def test_gpt_accepts_its_own_and_harmless_options(tmp_path):
 def _bert_folder(tmp_path, **config_changes):
     model = BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
                                  intermediate_size=16, max_position_embeddings=16))
-    folder = tmp_path / "bert"
-    model.save_pretrained(folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(config_changes)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return _saved_with_changes(model, tmp_path / "bert", config_changes)
 
 
 @pytest.mark.parametrize("option,value", [("is_decoder", True), ("position_embedding_type", "relative_key"),

@@ -47,6 +47,12 @@ def _cases():
     yield F.Attention(causal, 0.5, _keep((2, 3, 4)), True), [_leaf(2, 3, 4), _leaf(2, 4, 4), _leaf(2, 4, 5)]
     yield F.Attention(RNG.standard_normal((1, 4)), 0.3, None, False), [_leaf(3, 4), _leaf(4, 4), _leaf(4, 2)]
     yield F.Unbind(), [_leaf(3, 2, 4)]
+    yield F.RMSNorm(1e-6, True), [_leaf(2, 3, 4), _leaf(4)]
+    yield F.RMSNorm(1e-3, False), [_leaf(3, 4)]
+    yield F.SiLU(), [_leaf(4, 3)]
+    yield F.SwiGLU(), [_leaf(2, 3, 8)]
+    angles = RNG.standard_normal((3, 2))
+    yield F.Rotary(np.cos(angles), np.sin(angles)), [_leaf(2, 2, 3, 4)]
     yield F.LSTMCell(), [_leaf(3, 8), _leaf(3, 2)]
 
 

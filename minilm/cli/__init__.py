@@ -37,12 +37,12 @@ import argparse
 import sys
 
 from .. import __version__
-from . import classify, evaluate, finetune, generate, tokenizer, train
+from . import chat, classify, evaluate, finetune, generate, tokenizer, train
 from .common import CommandError, builtin_text, read_texts, say
 from .runs import build_model, encode_plain, load_run, model_config_from, sample_texts, unigram_perplexity
 
 # Every subcommand, in the order `minilm --help` lists them; each module has add_parser(commands).
-COMMANDS = (train, generate, evaluate, tokenizer, finetune, classify)
+COMMANDS = (train, generate, chat, evaluate, tokenizer, finetune, classify)
 
 EPILOG = "Run `minilm COMMAND --help` for the options of one command."
 

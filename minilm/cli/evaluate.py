@@ -1,21 +1,26 @@
-"""`minilm eval`: the perplexity of a trained causal LM on text files."""
+"""`minilm eval`: the perplexity of a trained causal LM on text files; BLEU/ROUGE-L of a transformer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from . import seq2seq
 from .common import CommandError, read_texts
 from .runs import encode_plain, load_run
 
 
 def add_parser(commands) -> None:
-    evaluate = commands.add_parser("eval", help="perplexity of a trained causal LM on text files")
+    evaluate = commands.add_parser("eval", help="perplexity of a trained causal LM on text files; BLEU and ROUGE-L "
+                                                "of a transformer on source/target pairs")
     evaluate.add_argument("run_dir", help="a run folder written by `minilm train`")
     evaluate.add_argument("--data", nargs="+", metavar="FILE",
-                          help="UTF-8 text files (default: the run's own validation split, val.bin)")
+                          help="UTF-8 text files (default: the run's own validation split, val.bin; a transformer "
+                               "run: one pairs.tsv, default its validation pairs)")
     evaluate.add_argument("--skip-unknown", action="store_true",
                           help="a character model: leave out characters its vocabulary lacks (counted and reported)")
     evaluate.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: the context)")
+    evaluate.add_argument("--num-beams", type=int, default=1, help="transformer: beam search width (default 1, greedy)")
+    evaluate.add_argument("--limit", type=int, default=None, help="transformer: score only the first N pairs")
     evaluate.set_defaults(run=run)
 
 
@@ -25,6 +30,8 @@ def run(args) -> int:
     config, tokenizer, model = load_run(args.run_dir)
     if config["model"] == "bert":
         raise CommandError("eval reports causal-LM perplexity; this run is a masked LM (bert)")
+    if config["model"] == "transformer":
+        return seq2seq.evaluate(args, args.run_dir, config, tokenizer, model)
     if args.data:
         text = read_texts(args.data)
         ids, skipped = encode_text(tokenizer, text, args.skip_unknown)

@@ -4,7 +4,8 @@ A run folder (runs/NAME/) holds
 
     config.json          the model kind and config, tokenizer kind, block size, training config, data source
     tokenizer.txt        the tokenizer
-    train.bin, val.bin   the token ids of the training and validation text
+    train.bin, val.bin   the token ids of the training and validation text (a language model)
+    train_pairs.jsonl, val_pairs.jsonl   the source/target pairs instead (a transformer: see `seq2seq`)
     checkpoint/          the last checkpoint (see minilm.train.checkpoint)
     model.safetensors    the final weights, metrics.jsonl, loss.png, final_metrics.json, samples.txt
 
@@ -25,7 +26,7 @@ import numpy as np
 from .. import __version__
 from .common import CommandError, builtin_text, read_texts, say
 
-MODEL_KINDS = ("gpt", "bert", "lstm")
+MODEL_KINDS = ("gpt", "bert", "lstm", "transformer")
 BERT_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 END_OF_TEXT = "<|endoftext|>"
 
@@ -33,10 +34,19 @@ END_OF_TEXT = "<|endoftext|>"
 def build_model(kind: str, model_config: dict, source="the model config"):
     """The model of kind `kind` (one of MODEL_KINDS) built from `model_config`; a kind or an option
     that minilm does not know is a CommandError naming `source` (the run's config.json)."""
-    from ..models import GPT, BertConfig, BertForMaskedLM, GPTConfig, LSTMConfig, LSTMLanguageModel
+    from ..models import (
+        GPT,
+        BertConfig,
+        BertForMaskedLM,
+        GPTConfig,
+        LSTMConfig,
+        LSTMLanguageModel,
+        Transformer,
+        TransformerConfig,
+    )
 
     classes = {"gpt": (GPT, GPTConfig), "bert": (BertForMaskedLM, BertConfig),
-               "lstm": (LSTMLanguageModel, LSTMConfig)}
+               "lstm": (LSTMLanguageModel, LSTMConfig), "transformer": (Transformer, TransformerConfig)}
     if kind not in classes:
         raise CommandError(f"{source}: unknown \"model\" {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
     model_class, config_class = classes[kind]
@@ -46,7 +56,9 @@ def build_model(kind: str, model_config: dict, source="the model config"):
     if unknown:
         raise CommandError(f"{source}: {kind} has no option {', '.join(map(repr, unknown))} in \"model_config\"")
     try:
-        return model_class(config_class(**model_config))
+        config = config_class.from_dict(model_config) if hasattr(config_class, "from_dict") else \
+            config_class(**model_config)
+        return model_class(config)
     except (TypeError, ValueError) as error:
         raise CommandError(f"{source}: {error}") from None
 
@@ -97,10 +109,10 @@ def check_against_checkpoint(config: dict, checkpoint: Path | None, config_path:
         raise CommandError(f"{config_path}: model_config differs from the trained model's: " + ", ".join(changed))
 
 
-def read_run_config(run_dir: Path) -> dict:
+def read_run_config(run_dir) -> dict:
     """A run folder's config.json; anything but a JSON object with "model" and "model_config"
     is a CommandError naming the file."""
-    config_path = run_dir / "config.json"
+    config_path = Path(run_dir) / "config.json"
     if not config_path.exists():
         raise CommandError(f"{run_dir}: not a minilm run folder (no config.json)")
     try:
@@ -142,6 +154,41 @@ def check_run_sizes(config: dict, weights: Path, source: Path) -> None:
         raise CommandError(str(error)) from None
 
 
+def resumed_run(args) -> tuple[dict, Path]:
+    """(config, folder) of the run `--resume` names, with a given --steps as its new length."""
+    run_dir = Path(args.resume)
+    config = read_run_config(run_dir)
+    if args.steps is not None:  # --steps given (its parser default is None): extend or shorten the run
+        set_run_steps(config, args.steps, run_dir / "config.json")
+    say(args, f"resuming {run_dir}")
+    return config, run_dir
+
+
+def training_config_from(args):
+    from ..train import TrainingConfig
+
+    return TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                          lr=args.lr, warmup_steps=min(args.warmup, args.steps), weight_decay=args.weight_decay,
+                          eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
+                          early_stopping_patience=args.patience, seed=args.seed, precision=args.precision)
+
+
+def new_run_dir(args) -> Path:
+    """The folder of a new run (--out-dir/--name, default MODEL-TIMESTAMP), made empty of runs."""
+    name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.out_dir) / name
+    if (run_dir / "config.json").exists():
+        from ..train.checkpoint import latest_checkpoint
+
+        if latest_checkpoint(run_dir) is not None or (run_dir / "model.safetensors").exists():
+            raise CommandError(f"{run_dir} already holds a run; choose another --name or --resume it")
+        # Stopped before its first checkpoint: nothing to keep, so the name may be used again.
+        say(args, f"note: {run_dir} holds a run stopped before its first checkpoint; starting it anew")
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
 def unigram_perplexity(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int) -> float:
     """Perplexity of the add-one-smoothed unigram model of the training tokens on `val_ids`."""
     counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=vocab_size) + 1.0
@@ -154,16 +201,11 @@ def prepare_train_run(args):
     a new run's tokenizer is trained and its folder written here."""
     from ..data import read_token_file, write_token_file
     from ..tokenizers import BPETokenizer, CharTokenizer, Tokenizer
-    from ..train import TrainingConfig
 
     if args.resume:
-        run_dir = Path(args.resume)
-        config = read_run_config(run_dir)
-        if args.steps is not None:  # --steps given: extend (or shorten) the run
-            set_run_steps(config, args.steps, run_dir / "config.json")
+        config, run_dir = resumed_run(args)
         tokenizer = Tokenizer.load(run_dir / "tokenizer.txt")
         train_ids, val_ids = read_token_file(run_dir / "train.bin"), read_token_file(run_dir / "val.bin")
-        say(args, f"resuming {run_dir}")
     else:
         text = read_texts(args.data) if args.data else builtin_text()
         source = ", ".join(args.data) if args.data else "the built-in Python documentation (pydoc_data)"
@@ -187,22 +229,9 @@ def prepare_train_run(args):
                   f"validation tokens ({args.tokenizer_file or args.tokenizer}, vocab {tokenizer.vocab_size}, "
                   f"{time.perf_counter() - started:.1f} s)")
         model_config = model_config_from(args, tokenizer)
-        training = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                                  lr=args.lr, warmup_steps=min(args.warmup, args.steps), weight_decay=args.weight_decay,
-                                  eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
-                                  early_stopping_patience=args.patience, seed=args.seed, precision=args.precision)
+        training = training_config_from(args)
         check_new_run(args.model, model_config, args.block_size, train_ids, val_ids)
-        name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(args.out_dir) / name
-        if (run_dir / "config.json").exists():
-            from ..train.checkpoint import latest_checkpoint
-
-            if latest_checkpoint(run_dir) is not None or (run_dir / "model.safetensors").exists():
-                raise CommandError(f"{run_dir} already holds a run; choose another --name or --resume it")
-            # Stopped before its first checkpoint: nothing to keep, so the name may be used again.
-            say(args, f"note: {run_dir} holds a run stopped before its first checkpoint; starting it anew")
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = new_run_dir(args)
         tokenizer.save(run_dir / "tokenizer.txt")
         write_token_file(run_dir / "train.bin", train_ids, tokenizer.vocab_size)
         write_token_file(run_dir / "val.bin", val_ids, tokenizer.vocab_size)
@@ -252,7 +281,9 @@ def check_new_run(kind: str, model_config: dict, block_size: int, train_ids, val
     failed start leaves nothing behind): the model config and the data's length."""
     from ..models import BertConfig, GPTConfig, LSTMConfig
 
-    config_class = {"gpt": GPTConfig, "bert": BertConfig, "lstm": LSTMConfig}[kind]
+    config_class = {"gpt": GPTConfig, "bert": BertConfig, "lstm": LSTMConfig}.get(kind)
+    if config_class is None:  # the transformer's source/target pairs are checked by its own task
+        return
     sizes = {k: v for k, v in model_config.items() if k in ("n_layer", "num_hidden_layers", "num_layers",
                                                                 "n_head", "num_attention_heads", "n_embd",
                                                                 "hidden_size", "block_size")}
@@ -281,6 +312,8 @@ def model_config_from(args, tokenizer) -> dict:
     vocab_size = tokenizer.vocab_size
     if args.width % args.heads:
         raise CommandError(f"--width {args.width} is not divisible by --heads {args.heads}")
+    if args.model == "transformer":
+        return transformer_config_from(args, tokenizer)
     if args.model == "gpt":
         return {"vocab_size": vocab_size, "n_layer": args.layers, "n_head": args.heads, "n_embd": args.width,
                 "block_size": args.block_size, "dropout": args.dropout}
@@ -293,6 +326,28 @@ def model_config_from(args, tokenizer) -> dict:
                 "pad_token_id": tokenizer.special_tokens["[PAD]"]}
     return {"vocab_size": vocab_size, "n_embd": args.width, "hidden_size": args.width, "num_layers": args.layers,
             "dropout": args.dropout}
+
+
+def transformer_config_from(args, tokenizer) -> dict:
+    """The TransformerConfig of `minilm train --model transformer`'s options, as a dict.
+
+    The original Transformer's choices (sinusoidal positions, ReLU, embeddings scaled by
+    sqrt(width)) with weights drawn with std width^-0.5, as fairseq and PyTorch's Xavier do:
+    BART's 0.02 suits width 1024 (0.03), but at width 128 it leaves attention uniform and
+    gradients tiny for hundreds of steps."""
+    from ..models import TransformerConfig
+    from ..seq2seq_data import special_ids
+
+    ids = special_ids(tokenizer)
+    positions = max(args.block_size, args.max_target_length + 1)
+    config = TransformerConfig(
+        vocab_size=tokenizer.vocab_size, d_model=args.width, encoder_layers=args.layers, decoder_layers=args.layers,
+        encoder_attention_heads=args.heads, decoder_attention_heads=args.heads, encoder_ffn_dim=4 * args.width,
+        decoder_ffn_dim=4 * args.width, max_position_embeddings=positions, position_embedding="sinusoidal",
+        scale_embedding=True, activation="relu", init_std=args.width ** -0.5, dropout=args.dropout,
+        share_embeddings=True, tie_word_embeddings=True, pad_token_id=ids["pad"], bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"], decoder_start_token_id=ids["bos"])
+    return config.to_dict()
 
 
 def sample_texts(model, tokenizer, count: int, tokens: int, seed: int = 0, prompt_text: str = "\n") -> list[str]:

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from . import seq2seq
 from .common import CommandError, say
 from .runs import MODEL_KINDS, build_model, prepare_train_run, sample_texts, unigram_perplexity
 
@@ -33,7 +34,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run_option("--data", nargs="+", metavar="FILE",
                help="UTF-8 text files (default: the Python docs built into CPython)")
     run_option("--model", choices=MODEL_KINDS, default="gpt",
-               help="gpt (causal LM), bert (masked LM), lstm (causal LM)")
+               help="gpt (causal LM), bert (masked LM), lstm (causal LM), transformer (encoder-decoder on "
+                    "source/target pairs: --data pairs.tsv, default the built-in code summarization)")
     run_option("--tokenizer", choices=("bpe", "char"), default="bpe",
                help="byte-level BPE or characters (default bpe)")
     run_option("--vocab-size", type=int, default=1024, help="BPE vocabulary size (default 1024)")
@@ -67,6 +69,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--samples", type=int, default=3, help="generated samples to print at the end (default 3)")
     p.add_argument("--sample-tokens", type=int, default=60, help="tokens per sample (default 60)")
+    p.add_argument("--max-target-length", type=int, default=48,
+                   help="transformer: target tokens kept and generated (default 48); --block-size bounds the source")
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="transformer: label smoothing (default 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -107,13 +112,17 @@ def run(args) -> int:
     if not args.resume:  # before the run folder is made (the Trainer checks a resumed run's)
         comm.check_batch_size(args.batch_size)
     # Rank 0 alone reads and writes the run folder; the others receive what it prepared.
-    config, tokenizer, train_ids, val_ids, run_dir = comm.run_on_main(lambda: prepare_train_run(args))
+    # A transformer run's data are source/target pairs rather than token streams (see `seq2seq`).
+    prepare = seq2seq.prepare_run if seq2seq.wanted(args) else prepare_train_run
+    config, tokenizer, train_ids, val_ids, run_dir = comm.run_on_main(lambda: prepare(args))
     ml.manual_seed(config["training"]["seed"])
 
     training = TrainingConfig.from_dict(config["training"])
     model = build_model(config["model"], config["model_config"], run_dir / "config.json")
     block = config["block_size"]
-    if config["model"] == "bert":
+    if config["model"] == "transformer":
+        task = seq2seq.make_task(config, tokenizer, train_ids, val_ids, training)
+    elif config["model"] == "bert":
         special = {k: tokenizer.special_tokens[v] for k, v in
                    (("pad", "[PAD]"), ("cls", "[CLS]"), ("sep", "[SEP]"), ("mask", "[MASK]"))}
         task = MaskedLMTask(train_ids, val_ids, block, training.batch_size, special, tokenizer.vocab_size,
@@ -146,6 +155,10 @@ def run(args) -> int:
         return 0
     lines = [f"trained {trainer.steps_run} steps in {elapsed:.0f} s (step {trainer.step} of {training.max_steps})",
              f"validation loss {metrics['val_loss']:.4f}, perplexity {metrics['val_ppl']:.2f}"]
+    if config["model"] == "transformer":
+        lines += seq2seq.report(args, model, tokenizer, val_ids, config, metrics, run_dir)
+        print("\n".join(lines) + f"\nrun folder: {run_dir}")
+        return 0
     if config["model"] != "bert":
         baseline = unigram_perplexity(np.asarray(train_ids), np.asarray(val_ids), tokenizer.vocab_size)
         lines.append(f"unigram baseline perplexity on the same tokens {baseline:.2f} "

@@ -1,4 +1,5 @@
-"""Language models: GPT (causal LM), BERT (masked LM, classification), the LSTM LM."""
+"""Language models: GPT and the Llama family (causal LMs), BERT (masked LM, classification), the LSTM
+LM, and the encoder-decoder Transformer (translation, summarization; BART and Marian checkpoints)."""
 
 from .bert import (
     BertConfig,
@@ -9,11 +10,15 @@ from .bert import (
     mean_pooling,
     sentence_embeddings,
 )
+from .encoder_decoder import Transformer, TransformerConfig
 from .gpt import GPT, GPTConfig
 from .hf import CheckpointError
+from .llama import Llama, LlamaConfig
 from .lstm import LSTMConfig, LSTMLanguageModel
 
 __all__ = [
-    "GPT", "GPTConfig", "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
-    "LSTMConfig", "LSTMLanguageModel", "CheckpointError", "mean_pooling", "l2_normalize", "sentence_embeddings",
+    "GPT", "GPTConfig", "Llama", "LlamaConfig", "BertConfig", "BertModel", "BertForMaskedLM",
+    "BertForSequenceClassification", "LSTMConfig", "LSTMLanguageModel", "CheckpointError", "Transformer",
+    "TransformerConfig", "mean_pooling",
+    "l2_normalize", "sentence_embeddings",
 ]

@@ -52,7 +52,7 @@ BERT_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attentio
 
 def read_bert_config(folder) -> "BertConfig":
     """The BertConfig of a Hugging Face folder, checked against what minilm implements and the weights."""
-    hf = read_config(folder, BERT_OPTIONS, BERT_SIZES, required=BERT_REQUIRED)
+    hf = read_config(folder, options=BERT_OPTIONS, sizes=BERT_SIZES, required=BERT_REQUIRED)
     try:
         config = BertConfig.from_hf(hf)
     except (TypeError, ValueError, AttributeError) as error:

@@ -175,7 +175,8 @@ class GPT(nn.Module, GenerationMixin):
     @classmethod
     def from_pretrained(cls, folder) -> "GPT":
         """Load a Hugging Face GPT-2 folder (config.json + model.safetensors)."""
-        hf = read_config(folder, GPT2_OPTIONS, GPT2_SIZES, required=("vocab_size", "n_layer", "n_head", "n_embd"))
+        hf = read_config(folder, options=GPT2_OPTIONS, sizes=GPT2_SIZES,
+                         required=("vocab_size", "n_layer", "n_head", "n_embd"))
         if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
             raise CheckpointError(f"{folder}/config.json: n_inner {hf['n_inner']} differs from 4 * n_embd, which "
                                   "minilm's GPT assumes")

@@ -7,7 +7,7 @@ missing tensor or a wrong shape is reported by name with both shapes.
 Every problem with a folder is a `CheckpointError` naming the file. A model's `from_pretrained`
 never trusts config.json: it calls
 
-    hf = read_config(folder, OPTIONS, SIZES)
+    hf = read_config(folder, options=OPTIONS, sizes=SIZES)
 
 where OPTIONS says, for every key the model implements, which values it implements:
 `Option(kind)` with kind "int" (a positive integer), "count" (>= 0), "float", "bool", "str", "any", or
@@ -47,6 +47,7 @@ class WeightMap:
     ours: str  # name in model.state_dict()
     theirs: str | tuple  # name in the checkpoint; several names = stacked along axis 0
     transposed: bool = False  # GPT-2's Conv1D stores [in, out]; our Linear holds [out, in]
+    rows: tuple | None = None  # rows of each stacked part when they differ (Llama's q, k, v with fewer kv heads)
 
     @property
     def parts(self) -> tuple:
@@ -55,7 +56,12 @@ class WeightMap:
     def prefixed(self, ours: str = "", theirs: str = "") -> "WeightMap":
         """The same entry with prefixes put before our name and each of theirs."""
         names = tuple(theirs + part for part in self.parts)
-        return WeightMap(ours + self.ours, names if isinstance(self.theirs, tuple) else names[0], self.transposed)
+        return WeightMap(ours + self.ours, names if isinstance(self.theirs, tuple) else names[0], self.transposed,
+                         self.rows)
+
+    def part_rows(self, total: int) -> list[int]:
+        """The number of rows each part contributes to our tensor of `total` rows."""
+        return list(self.rows) if self.rows is not None else [total // len(self.parts)] * len(self.parts)
 
 
 # Keys of config.json that do not change what a model computes: bookkeeping, token ids, dtypes,
@@ -114,17 +120,18 @@ class Layers:
     pattern: str
 
 
-def read_config(folder, options: dict | None = None, sizes: dict | None = None, required=()) -> dict:
-    """config.json of a checkpoint folder, checked: every key in `options` (key -> Option) or in
-    HARMLESS_KEYS, every value one the model implements, the `required` keys present, and the sizes
-    in `sizes` (key -> Dim or Layers) matching the weights' headers (see the module docstring).
-    Without `options`, the raw dict. Any problem is a CheckpointError naming config.json."""
-    path = Path(folder) / "config.json"
+def read_config(folder, name: str = "config.json", options: dict | None = None, sizes: dict | None = None,
+                required=()) -> dict:
+    """The JSON file `name` of a checkpoint folder (config.json), checked: every key in `options`
+    (key -> Option) or in HARMLESS_KEYS, every value one the model implements, the `required` keys
+    present, and the sizes in `sizes` (key -> Dim or Layers) matching the weights' headers (see the
+    module docstring). Without `options`, the raw dict. Any problem is a CheckpointError naming the file."""
+    path = Path(folder) / name
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no config.json in the checkpoint folder") from None
+        raise CheckpointError(f"{path}: no {name} in the checkpoint folder") from None
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}, line {error.lineno}: invalid JSON ({error.msg})") from None
     except (UnicodeDecodeError, RecursionError) as error:
@@ -190,8 +197,8 @@ def check_sizes(config: dict, shapes: dict, sizes: dict, source) -> None:
         raise CheckpointError(f"{source} does not match the weights: " + "; ".join(problems))
 
 
-def write_config(folder, config: dict) -> None:
-    atomic_write_text(Path(folder) / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+def write_config(folder, config: dict, name: str = "config.json") -> None:
+    atomic_write_text(Path(folder) / name, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def weight_files(folder) -> list[Path]:
@@ -233,44 +240,43 @@ def read_weights(folder) -> tuple[dict, str]:
     return tensors, str(source)
 
 
-def load_mapped(model, folder, mapping: list[WeightMap], prefixes=("",)) -> None:
+def load_mapped(model, folder, mapping: list[WeightMap], prefixes=("",), tensors=None) -> None:
     """Copy the checkpoint's tensors into `model` following `mapping`; strict about names and shapes.
 
     Each name is looked up with each of `prefixes` in front, in order: Hugging Face saves
     `bert.encoder...` from BertForMaskedLM but `encoder...` from BertModel.
+    tensors: a mapping {name: host array} to read instead of the folder's safetensors (e.g.
+    a GGUF file's, dequantized on access; its optional `shape_of(name)` saves reading a
+    tensor to check its shape); `folder` then only names the source in errors.
+    Every name and shape is checked before anything is copied, so a checkpoint that does
+    not fit leaves the model untouched; then one tensor at a time is read and copied.
     """
-    tensors, source = read_weights(folder)
-    targets = model.state_dict()
-    problems = []
-    values = {}
+    tensors, source = read_weights(folder) if tensors is None else (tensors, str(folder))
+    shape_of = getattr(tensors, "shape_of", lambda name: tensors[name].shape)
+    live = model._state_entries()
+    problems, plan = [], []
     for entry in mapping:
-        pieces = []
-        for part in entry.parts:
-            found = next((p + part for p in prefixes if p + part in tensors), None)
-            if found is None:
-                problems.append(f"missing tensor {prefixes[0] + part!r} (for {entry.ours})")
-                break
-            pieces.append((found, tensors[found].T if entry.transposed else tensors[found]))
-        if len(pieces) != len(entry.parts):
+        found = [next((p + part for p in prefixes if p + part in tensors), None) for part in entry.parts]
+        missing = [prefixes[0] + part for part, name in zip(entry.parts, found) if name is None]
+        problems += [f"missing tensor {name!r} (for {entry.ours})" for name in missing]
+        if missing:
             continue
-        expected = tuple(targets[entry.ours].shape)
-        expected_piece = (expected[0] // len(pieces),) + expected[1:]
-        wrong = [(name, a.shape) for name, a in pieces if tuple(a.shape) != expected_piece]
-        for name, shape in wrong:
-            shown = tuple(reversed(shape)) if entry.transposed else tuple(shape)
-            wanted = tuple(reversed(expected_piece)) if entry.transposed else expected_piece
-            problems.append(f"tensor {name!r} has shape {shown}, the model expects {wanted}")
-        if wrong:
-            continue
-        array = pieces[0][1] if len(pieces) == 1 else np.concatenate([a for _, a in pieces], axis=0)
-        values[entry.ours] = np.ascontiguousarray(array)
+        expected = tuple(live[entry.ours].shape)
+        for name, rows in zip(found, entry.part_rows(expected[0])):
+            want = (rows,) + expected[1:]
+            shape = tuple(shape_of(name))
+            if (tuple(reversed(shape)) if entry.transposed else shape) != want:
+                wanted = tuple(reversed(want)) if entry.transposed else want
+                problems.append(f"tensor {name!r} has shape {shape}, the model expects {wanted}")
+        plan.append((entry, found))
     if problems:
         raise CheckpointError(f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
     with no_grad():
-        live = model._state_entries()
-        for name, array in values.items():
-            target = live[name]
-            target.copy_(target.device.asarray(array.astype(target.dtype, copy=False)))
+        for entry, found in plan:
+            pieces = [tensors[name].T if entry.transposed else tensors[name] for name in found]
+            array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+            target = live[entry.ours]
+            target.copy_(target.device.asarray(np.ascontiguousarray(array).astype(target.dtype, copy=False)))
 
 
 def save_mapped(model, folder, mapping: list[WeightMap], config: dict) -> None:
@@ -281,7 +287,8 @@ def save_mapped(model, folder, mapping: list[WeightMap], config: dict) -> None:
     tensors = {}
     for entry in mapping:
         array = state[entry.ours].numpy()
-        for part, piece in zip(entry.parts, np.split(array, len(entry.parts), axis=0)):
+        boundaries = np.cumsum(entry.part_rows(array.shape[0]))[:-1]
+        for part, piece in zip(entry.parts, np.split(array, boundaries, axis=0)):
             tensors[part] = np.ascontiguousarray(piece.T if entry.transposed else piece)
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
     write_config(folder, config)

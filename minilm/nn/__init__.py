@@ -7,13 +7,14 @@
 
 from . import init, utils
 from .attention import KVCache, MultiHeadAttention
-from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, Sigmoid, Tanh
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, RMSNorm, Sigmoid, SiLU, Tanh
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .recurrent import LSTM, RNN
-from .transformer import MLP, TransformerBlock
+from .rotary import RotaryEmbedding
+from .transformer import MLP, SwiGLU, TransformerBlock
 
 __all__ = [
     "GELU", "LSTM", "MLP", "RNN", "Dropout", "Embedding", "IncompatibleKeys", "KVCache", "LayerNorm", "Linear",
-    "Module", "ModuleDict", "ModuleList", "MultiHeadAttention", "Parameter", "ReLU", "Sequential", "Sigmoid",
-    "Tanh", "TransformerBlock", "init", "utils",
+    "Module", "ModuleDict", "ModuleList", "MultiHeadAttention", "Parameter", "ReLU", "RMSNorm", "RotaryEmbedding",
+    "Sequential", "Sigmoid", "SiLU", "SwiGLU", "Tanh", "TransformerBlock", "init", "utils",
 ]

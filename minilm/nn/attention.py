@@ -3,6 +3,12 @@
 Layout is batch first: [B, T, C], C = num_heads * head_dim. The query/key/value projection
 is one fused Linear of [3C, C] (PyTorch's `in_proj_weight`); for self-attention it is one
 GEMM producing [B, T, 3C].
+
+Grouped-query attention (Llama 2 70B, Llama 3, SmolLM, Qwen2): `num_kv_heads` < `num_heads`
+key/value heads, each shared by a group of G = num_heads / num_kv_heads query heads. The
+projection is then [C + 2 KVH D, C], the cache holds KVH heads, and the shared keys are never
+copied G times: the G query heads of a group are stacked as rows of one matrix,
+[B, H, L, D] -> [B, KVH, G*L, D], so one GEMM per group scores them all against its keys.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import numpy as np
 from .. import functional as F
 from .. import ops
 from ..autograd import Tensor, data_of
+from ..backend import array_module
 from .layers import Linear
 from .module import Module
 
@@ -93,41 +100,63 @@ class MultiHeadAttention(Module):
       need_weights: also return the attention probabilities (after dropout, as PyTorch),
         averaged over heads [B, L, S] if average_attn_weights else per head [B, H, L, S].
       cache: a KVCache; the new keys/values are appended to it and attention runs over all.
+      rotary: (cos, sin) [B or 1, 1, L, D/2] from nn.RotaryEmbedding: q and k are rotated
+        (before k enters the cache, so cached keys keep their positions).
     A query that may attend to nothing gives NaN, as in PyTorch.
+
+    num_kv_heads: fewer key/value heads than query heads (grouped-query attention, see the
+    module docstring); in_proj rows are then [W_q (C); W_k (KVH D); W_v (KVH D)].
+    out_bias: whether out_proj has a bias when it differs from the projection's (Qwen2 has
+    q/k/v biases and none on the output).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 batch_first: bool = True):
+                 batch_first: bool = True, num_kv_heads: int | None = None, out_bias: bool | None = None):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(f"MultiHeadAttention: num_heads {num_heads} is not a multiple of "
+                             f"num_kv_heads {num_kv_heads}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.num_kv_heads, self.kv_dim = num_kv_heads, num_kv_heads * (embed_dim // num_heads)
         self.dropout, self.batch_first = dropout, batch_first
-        self.in_proj = Linear(embed_dim, 3 * embed_dim, bias=bias)
-        self.out_proj = Linear(embed_dim, embed_dim, bias=bias)
+        self.in_proj = Linear(embed_dim, embed_dim + 2 * self.kv_dim, bias=bias)
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias if out_bias is None else out_bias)
 
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None, *,
                 key_padding_mask=None, attn_mask=None, is_causal: bool = False, need_weights: bool = False,
-                average_attn_weights: bool = True, cache: KVCache | None = None):
+                average_attn_weights: bool = True, cache: KVCache | None = None, rotary=None):
         if not self.batch_first:  # [T, B, C] -> [B, T, C]
             query, key, value = (ops.swapaxes(t, 0, 1) if t is not None else None for t in (query, key, value))
         if query.ndim != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiHeadAttention: expected query [B, L, {self.embed_dim}], got shape {query.shape}")
         batch, length, channels = query.shape
 
-        if key is None and value is None:  # self-attention: one GEMM for q, k and v
+        if key is None and value is None and self.num_kv_heads == self.num_heads:  # one GEMM for q, k and v
             q, k, v = F.split_heads(self.in_proj(query), self.num_heads, parts=3)  # [B, T, 3C] -> 3 x [B, H, T, D]
+        elif key is None and value is None:  # grouped: [B, T, C + 2 KVH D] -> q [B, H, T, D], k, v [B, KVH, T, D]
+            q, k, v = ops.split(self.in_proj(query), [channels, channels + self.kv_dim], axis=-1)
+            q, k, v = F.split_heads(q, self.num_heads)[0], F.split_heads(k, self.num_kv_heads)[0], \
+                F.split_heads(v, self.num_kv_heads)[0]
         else:
-            q, k, v = (F.split_heads(t, self.num_heads)[0] for t in self._project(query, key, value))
+            q, k, v = (F.split_heads(t, heads)[0] for t, heads in
+                       zip(self._project(query, key, value), (self.num_heads, self.num_kv_heads, self.num_kv_heads)))
+        if rotary is not None:
+            q, k = F.apply_rotary(q, *rotary), F.apply_rotary(k, *rotary)
         if cache is not None:
-            k, v = cache.update(k, v)  # [B, H, S, D], S = cached + new positions
+            k, v = cache.update(k, v)  # [B, KVH, S, D], S = cached + new positions
         source = k.shape[2]
 
         mask = self._combined_mask(batch, length, source, key_padding_mask, attn_mask, is_causal, q)
-        result = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout, training=self.training, return_weights=need_weights
-        )  # [B, H, L, D] (and the weights [B, H, L, S])
-        out, weights = result if need_weights else (result, None)
+        if self.num_kv_heads != self.num_heads:
+            out, weights = self._grouped_attention(q, k, v, mask, need_weights)
+        else:
+            result = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout, training=self.training, return_weights=need_weights
+            )  # [B, H, L, D] (and the weights [B, H, L, S])
+            out, weights = result if need_weights else (result, None)
         out = self.out_proj(F.merge_heads(out))  # [B, H, L, D] -> [B, L, C] -> [B, L, C]
         if not self.batch_first:
             out = ops.swapaxes(out, 0, 1)
@@ -135,12 +164,29 @@ class MultiHeadAttention(Module):
             return out, None
         return out, (ops.mean(weights, axis=1) if average_attn_weights else weights)
 
+    def _grouped_attention(self, q, k, v, mask, need_weights: bool):
+        """Attention of q [B, H, L, D] over k, v [B, KVH, S, D] without repeating k and v:
+        each group's G query heads become the rows of one [G*L, D] matrix."""
+        batch, heads, length, dim = q.shape
+        kv_heads, source = self.num_kv_heads, k.shape[2]
+        groups = heads // kv_heads
+        q = ops.reshape(q, (batch, kv_heads, groups * length, dim))  # [B, H, L, D] -> [B, KVH, G*L, D]
+        result = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if mask is None else _grouped_mask(mask, kv_heads, groups, length),
+            dropout_p=self.dropout, training=self.training, return_weights=need_weights,
+        )  # [B, KVH, G*L, D] (and the weights [B, KVH, G*L, S])
+        out, weights = result if need_weights else (result, None)
+        out = ops.reshape(out, (batch, heads, length, dim))  # -> [B, H, L, D]
+        if weights is not None:
+            weights = ops.reshape(weights, (batch, heads, length, source))  # -> [B, H, L, S]
+        return out, weights
+
     def _project(self, query, key, value):
         """q, k, v [B, T, C] for cross-attention: the three row blocks of in_proj."""
         if key is None:
             raise ValueError("MultiHeadAttention: value given without key")
         value = key if value is None else value
-        c = self.embed_dim
+        c, kv = self.embed_dim, self.kv_dim
         for name, t in (("key", key), ("value", value)):
             if t.ndim != 3 or t.shape[0] != query.shape[0] or t.shape[-1] != c:
                 raise ValueError(f"MultiHeadAttention: expected {name} [{query.shape[0]}, S, {c}], got shape {t.shape}")
@@ -151,10 +197,10 @@ class MultiHeadAttention(Module):
 
         q = F.linear(query, *rows(0, c))  # [B, L, C]
         if key is value:
-            kv = F.linear(key, *rows(c, 3 * c))  # [B, S, C] -> [B, S, 2C]: k and v in one GEMM
-            k, v = ops.split(kv, 2, axis=-1)
+            both = F.linear(key, *rows(c, c + 2 * kv))  # [B, S, C] -> [B, S, 2 KVH D]: k and v in one GEMM
+            k, v = ops.split(both, 2, axis=-1)
         else:
-            k, v = F.linear(key, *rows(c, 2 * c)), F.linear(value, *rows(2 * c, 3 * c))
+            k, v = F.linear(key, *rows(c, c + kv)), F.linear(value, *rows(c + kv, c + 2 * kv))
         return q, k, v
 
     def _combined_mask(self, batch, length, source, key_padding_mask, attn_mask, is_causal, like: Tensor):
@@ -203,6 +249,20 @@ class MultiHeadAttention(Module):
         if allowed is not None:
             additive = xp.where(allowed, additive, -np.inf).astype(dtype)
         return additive
+
+
+def _grouped_mask(mask, kv_heads: int, groups: int, length: int):
+    """A mask for scores [B, H, L, S] (broadcastable: [L, S], [B, 1, 1, S], [B, H, L, S] ...)
+    laid out for the grouped scores [B, KVH, G*L, S]."""
+    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)  # [b, h, l, S], h in (1, H), l in (1, L)
+    batch, heads, rows, source = mask.shape
+    if heads == 1 and rows == 1:
+        return mask  # the same for every query row: broadcasts as it is
+    xp = array_module(mask)
+    per_group = mask.reshape(batch, 1, 1, rows, source) if heads == 1 else \
+        mask.reshape(batch, kv_heads, groups, rows, source)
+    kv = 1 if heads == 1 else kv_heads
+    return xp.broadcast_to(per_group, (batch, kv, groups, length, source)).reshape(batch, kv, groups * length, source)
 
 
 def padding_mask(attention_mask, shape: tuple, dtype, device):

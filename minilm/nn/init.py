@@ -9,10 +9,26 @@ Samples are drawn in float64 and cast, so a seed gives the same values in every 
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
 from ..autograd import Tensor, no_grad
+
+_skip = threading.local()
+
+
+@contextmanager
+def skip_init():
+    """Inside, the random initialisers leave tensors as allocated (zeros): for building a
+    model whose every weight is about to be loaded (drawing 135M samples costs seconds)."""
+    previous = getattr(_skip, "active", False)
+    _skip.active = True
+    try:
+        yield
+    finally:
+        _skip.active = previous
 
 
 def _fill(tensor: Tensor, values) -> Tensor:
@@ -45,12 +61,16 @@ def fan_in_and_out(tensor: Tensor) -> tuple[int, int]:
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
     """Fill with samples from U(a, b)."""
+    if getattr(_skip, "active", False):
+        return tensor
     values = tensor.device.rng.random(tensor.shape, dtype=np.float64)
     return _fill(tensor, values * (b - a) + a)
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
     """Fill with samples from N(mean, std^2)."""
+    if getattr(_skip, "active", False):
+        return tensor
     values = tensor.device.rng.standard_normal(tensor.shape, dtype=np.float64)
     return _fill(tensor, values * std + mean)
 

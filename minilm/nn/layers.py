@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import functional as F
 from .. import ops
 from ..autograd import Tensor, data_of, get_default_dtype, no_grad
@@ -159,3 +161,39 @@ class Tanh(Module):
 class Sigmoid(Module):
     def forward(self, x: Tensor) -> Tensor:
         return ops.sigmoid(x)
+
+
+class RMSNorm(Module):
+    """Scale the last dimension to unit root-mean-square, then by a learned weight (Llama's norm).
+
+    No centring and no bias: y = x / sqrt(mean(x^2) + eps) * weight, PyTorch's nn.RMSNorm
+    (with eps given; its default of None means the dtype's machine epsilon, as there).
+    """
+
+    def __init__(self, normalized_shape, eps: float | None = None, elementwise_affine: bool = True):
+        super().__init__()
+        if not isinstance(normalized_shape, int):
+            shape = tuple(normalized_shape)
+            if len(shape) != 1:
+                raise ValueError(f"RMSNorm normalizes over the last dimension only; got normalized_shape {shape}")
+            normalized_shape = shape[0]
+        self.normalized_shape, self.eps = normalized_shape, eps
+        self.register_parameter("weight", _empty(normalized_shape) if elementwise_affine else None)
+        if self.weight is not None:
+            init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1:] != (self.normalized_shape,):
+            raise ValueError(f"RMSNorm: expected input [..., {self.normalized_shape}], got shape {x.shape}")
+        eps = float(np.finfo(x.dtype).eps) if self.eps is None else self.eps
+        return F.rms_norm(x, self.weight, eps)  # [..., C] -> [..., C]
+
+    def extra_repr(self) -> str:
+        return f"({self.normalized_shape},), eps={self.eps}, elementwise_affine={self.weight is not None}"
+
+
+class SiLU(Module):
+    """x * sigmoid(x), also called swish (Marian's and Llama's activation)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x)

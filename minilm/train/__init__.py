@@ -6,12 +6,14 @@
 
     tasks.py       CausalLMTask, MaskedLMTask, ClassificationTask: data, loss and evaluation of one kind of training
     trainer.py     TrainingConfig and the Trainer: the loop, schedule, mixed precision, logging, early stopping
+    seq2seq.py     Seq2SeqTask (source/target pairs for encoder-decoder models), translate, BLEU/ROUGE-L scoring
     checkpoint.py  saving and restoring a run (model, optimizer, loss scale, schedule, data position)
 """
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .seq2seq import Seq2SeqTask
 from .tasks import CausalLMTask, ClassificationTask, MaskedLMTask
 from .trainer import Trainer, TrainingConfig, TrainingDiverged, TrainingInterrupted
 
-__all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Trainer", "TrainingConfig", "TrainingDiverged",
-           "TrainingInterrupted", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Seq2SeqTask", "Trainer", "TrainingConfig",
+           "TrainingDiverged", "TrainingInterrupted", "load_checkpoint", "save_checkpoint"]

@@ -44,7 +44,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..data import DataError, atomic_write_text
 from ..models.hf import CheckpointError
-from ..serialization import load_file, save_file
+from ..serialization import fsync_directory, load_file, save_file
 
 MARKER = "complete.json"
 
@@ -68,7 +68,7 @@ def write_folder_atomically(target, fill, step: int) -> Path:
         fill(staging)
         files = {f.name: f.stat().st_size for f in sorted(staging.iterdir())}
         atomic_write_text(staging / MARKER, json.dumps({"step": step, "files": files}) + "\n")
-        _fsync_directory(staging)
+        fsync_directory(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # never complete: nothing of value in it
         raise
@@ -80,27 +80,12 @@ def write_folder_atomically(target, fill, step: int) -> Path:
             shutil.rmtree(old)
         os.replace(target, old)  # from here until the next rename, `old` is the complete copy
     os.replace(staging, target)
-    _fsync_directory(parent)
+    fsync_directory(parent)
     # The new folder is the run's state now: the old one and any leftovers of earlier interruptions
     # (which a resume would have moved into place already) are superseded.
     for leftover in _leftovers(target):
         shutil.rmtree(leftover, ignore_errors=True)
     return target
-
-
-def _fsync_directory(folder: Path) -> None:
-    # Renames and new names live in the directory; syncing it makes them durable. Best effort:
-    # some file systems refuse to sync a directory, which must not fail a finished write.
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def _leftovers(target: Path) -> list[Path]:
@@ -176,7 +161,7 @@ def recover_checkpoint(out_dir, name: str = "checkpoint") -> Path | None:
                 shutil.rmtree(aside)
             os.replace(target, aside)
         os.replace(newest, target)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
     for leftover in _leftovers(target):
         if (complete_step(leftover) or 0) <= step:
             shutil.rmtree(leftover, ignore_errors=True)

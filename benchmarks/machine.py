@@ -1,0 +1,116 @@
+"""The machine a benchmark ran on, printed next to its ratios (shared by every benchmark).
+
+A ratio against a peer means little without the machine: the CPU model, its vector ISA
+(AVX2 only or AVX-512), the BLAS NumPy uses and how many threads it runs, the number of
+cores and the load on them when the figures were taken (these machines are shared).
+
+    from machine import describe_machine
+    print(describe_machine())          # a few lines, each starting with "machine:"
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+import numpy as np
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def vector_isa() -> str:
+    """'avx512' when the CPU has AVX-512F, else 'avx2' / 'avx' / 'none' (x86 Linux flags)."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+            else:
+                return "unknown"
+    except OSError:
+        return "unknown"
+    for name in ("avx512f", "avx2", "avx"):
+        if name in flags:
+            return name.replace("avx512f", "avx512")
+    return "none"
+
+
+def _openblas_threads() -> int | None:
+    """Ask a loaded OpenBLAS for its thread count through its C API (no threadpoolctl needed)."""
+    try:
+        with open("/proc/self/maps") as file:
+            paths = {line.split()[-1] for line in file if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
+            function = getattr(library, symbol, None)
+            if function is not None:
+                function.restype = ctypes.c_int
+                return int(function())
+    return None
+
+
+def blas() -> str:
+    """NumPy's BLAS library, its version and thread count."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if pools:
+            return ", ".join(f"{p['internal_api']} {p.get('version')} threads={p['num_threads']}" for p in pools)
+    except ImportError:
+        pass
+    try:
+        info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        name = f"{info.get('name')} {info.get('version')}"
+    except (TypeError, KeyError, AttributeError):  # older NumPy without mode="dicts"
+        name = "unknown BLAS"
+    threads = _openblas_threads()
+    return f"{name} threads={threads if threads is not None else '?'}"
+
+
+def load() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+        return f"load {one:.2f} (1 min) {five:.2f} (5 min)"
+    except OSError:
+        return "load unknown"
+
+
+def describe_machine(peer: str | None = None) -> str:
+    """Lines describing the machine; `peer` adds the peer's own line (e.g. torch's threads)."""
+    lines = [
+        (f"machine: {cpu_model()}, {os.cpu_count()} cores, ISA {vector_isa()}, "
+         f"{platform.python_implementation()} {platform.python_version()}"),
+        f"machine: numpy {np.__version__} with {blas()}; {load()}",
+    ]
+    if peer:
+        lines.append(f"machine: {peer}")
+    return "\n".join(lines)
+
+
+def torch_line(torch) -> str:
+    """torch's version, BLAS backend and intra-op threads, for `describe_machine(peer=...)`."""
+    mkl = "MKL" if torch.backends.mkl.is_available() else "no MKL"
+    return f"torch {torch.__version__} ({mkl}, CPU capability {torch.backends.cpu.get_cpu_capability()}) " \
+           f"threads={torch.get_num_threads()}"
+
+
+if __name__ == "__main__":
+    print(describe_machine())
