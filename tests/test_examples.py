@@ -44,10 +44,15 @@ def test_sentence_similarity_ranks_paraphrases_first():
     assert best == {frozenset((0, 1)), frozenset((3, 6))}  # eating ~ eating, riding a horse ~ riding a horse
 
 
-def test_bert_fine_tuning_beats_the_majority_class():
+def test_bert_fine_tuning_beats_the_majority_class(capsys):
     accuracy, majority = _load("bert_pretrain_finetune").main(
         ["--pretrain-steps", "20", "--finetune-steps", "80", "--width", "64", "--finetune-lr", "2e-3"])
     assert accuracy >= majority + 0.15, (accuracy, majority)
+    out = capsys.readouterr().out
+    assert "=== phase 1 of 2: masked-LM pretraining" in out and "=== phase 2 of 2: fine-tuning" in out
+    found = re.search(r"perplexity on held-out text: (\d+) untrained -> (\d+)", out)
+    before, after = float(found.group(1)), float(found.group(2))
+    assert after < 0.8 * before  # pretraining visibly lowers the masked-LM perplexity
 
 
 def _write_catalogs(root):
