@@ -77,14 +77,22 @@ def main(argv=None):
     config.pad_token_id = special["pad"]
 
     # 1. Masked-LM pretraining
+    print(f"=== phase 1 of 2: masked-LM pretraining on the Python docs ({args.pretrain_steps} steps) ===", flush=True)
     ml.manual_seed(0)
     mlm = BertForMaskedLM(config)
     task = MaskedLMTask(ids[:split], ids[split:], 64, 16, special, tokenizer.vocab_size)
     pretraining = TrainingConfig(max_steps=args.pretrain_steps, lr=1e-3, warmup_steps=min(30, args.pretrain_steps),
                                  eval_interval=max(1, args.pretrain_steps // 3), eval_batches=5)
-    Trainer(mlm, task, pretraining).fit()
+    pretrainer = Trainer(mlm, task, pretraining)
+    before = pretrainer.evaluate()["val_ppl"]  # the untrained model: about as unsure as the vocabulary is large
+    pretrainer.fit()
+    after = pretrainer.evaluate()["val_ppl"]
+    print(f"masked-LM perplexity on held-out text: {before:.0f} untrained -> {after:.0f} after pretraining "
+          f"({before / after:.1f}x lower)", flush=True)
 
     # 2. Fine-tuning: the pretrained encoder plus a fresh classifier
+    print(f"\n=== phase 2 of 2: fine-tuning for classification ({args.finetune_steps} steps; "
+          "its step counter starts again at 1) ===", flush=True)
     data = labeled_paragraphs()
     train_rows, val_rows = train_val_split(len(data), 0.25, seed=0)
     ml.manual_seed(1)

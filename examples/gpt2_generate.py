@@ -36,10 +36,16 @@ def main(argv=None):
     parser.add_argument("--prompt", default="The for statement")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     args = parser.parse_args(argv)
-    folder = Path(args.checkpoint) if args.checkpoint else Path(tempfile.mkdtemp(prefix="gpt2-demo-"))
-    if not args.checkpoint:
+    if args.checkpoint:
+        return generate_from(Path(args.checkpoint), args)
+    with tempfile.TemporaryDirectory(prefix="gpt2-demo-") as temporary:  # removed afterwards
+        folder = Path(temporary)
         write_demo_checkpoint(folder)
-        print(f"(no --checkpoint: wrote a random-weight demo GPT-2 to {folder})")
+        print(f"(no --checkpoint: wrote a random-weight demo GPT-2 to {folder}, removed at the end)")
+        return generate_from(folder, args)
+
+
+def generate_from(folder: Path, args):
     tokenizer = BPETokenizer.from_pretrained(folder)
     model = GPT.from_pretrained(folder)
     prompt = tokenizer.encode_ordinary(args.prompt)

@@ -144,6 +144,21 @@ def _shape_arg(shape) -> tuple:
     return tuple(shape)
 
 
+def load_run(run_dir):
+    """(run config dict, tokenizer, model in eval mode with its final weights) from a run folder
+    that `minilm train` wrote: the one way to use a trained run from Python.
+
+        config, tokenizer, model = ml.load_run("runs/gpt-20250101-120000")
+        ids = model.generate([tokenizer.encode("The list")], max_new_tokens=40, do_sample=True, seed=0)
+        print(tokenizer.decode(ids[0].tolist()))
+
+    (`GPT.from_pretrained` reads Hugging Face folders; given a run folder it points here.)
+    """
+    from .cli.runs import load_run as _load_run
+
+    return _load_run(run_dir)
+
+
 def save(tensors, path, metadata: dict | None = None) -> None:
     """Write a dict name -> Tensor (or array) to `path` in the safetensors format, atomically."""
     from .serialization import save_file

@@ -242,6 +242,26 @@ class CausalDecoder:
             cache.reorder(rows)
 
 
+class SlidingWindowDecoder:
+    """nanoGPT's sampler, for a prompt + new tokens longer than the model's context: every step
+    runs the model on the last `context` tokens only. No KV cache: as the window slides, every
+    token's position (and so every cached key and value) changes."""
+
+    def __init__(self, model, context: int):
+        self.model, self.context, self.ids = model, context, None
+
+    def start(self, ids: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
+        self.ids = ids
+        return last_logits(self.model(ids[:, -self.context:]).logits)  # [N, <=context] -> [N, V]
+
+    def advance(self, tokens: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
+        self.ids = np.concatenate([self.ids, tokens[:, None]], axis=1)
+        return last_logits(self.model(self.ids[:, -self.context:]).logits)
+
+    def reorder(self, rows: np.ndarray) -> None:
+        self.ids = self.ids[rows]
+
+
 def last_logits(logits) -> np.ndarray:
     logits = getattr(logits, "logits", logits)  # a ModelOutput or the logits Tensor itself
     return logits[:, -1].numpy().astype(np.float64)  # [N, V] on the host, float64 for stable sums
@@ -283,8 +303,11 @@ def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_s
     """
     ids = _as_ids(input_ids)
     context = getattr(getattr(model, "config", None), "block_size", None)
+    # Past the context a GPT slides its window (see SlidingWindowDecoder), unless padding is in play.
+    slide = context is not None and attention_mask is None
     max_new_tokens = _check_arguments(ids, max_new_tokens, max_length, do_sample, temperature, top_k, top_p,
-                                      repetition_penalty, 1, num_return_sequences, context)
+                                      repetition_penalty, 1, num_return_sequences, None if slide else context)
+    slide = slide and ids.shape[1] + max_new_tokens > context
     mask = None if attention_mask is None else np.asarray(_as_ids(attention_mask, "attention_mask"), dtype=np.int64)
     if num_return_sequences > 1:
         ids = np.repeat(ids, num_return_sequences, axis=0)
@@ -296,7 +319,10 @@ def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_s
     rules = NextTokenRules(ids.shape[1], ids.shape[1] + max_new_tokens, eos, no_repeat_ngram_size, min_new_tokens,
                            forced_bos_token_id, forced_eos_token_id, bad_words_ids)
     with nn.utils.eval_mode(model), no_grad():
-        decoder = _decoder_for(model, ids.shape[1] + max_new_tokens, use_cache)
+        if slide:
+            decoder = SlidingWindowDecoder(model, context)
+        else:
+            decoder = _decoder_for(model, ids.shape[1] + max_new_tokens, use_cache)
         logits = decoder.start(ids, mask)
         sequences = ids
         finished = np.zeros(len(ids), dtype=bool)

@@ -61,10 +61,12 @@ class Attribution:
             raise ValueError("completeness is a property of integrated gradients; this is gradient x input")
         return float(self.attributions.sum()) - (self.output - self.baseline_output)
 
+    def header(self) -> str:
+        return f"{self.method} for {self.target_name!r} (output {self.output:.4f})"
+
     def to_ansi(self) -> str:
         """The text in the terminal, each token on a red (positive) or blue (negative) background."""
-        header = f"{self.method} for {self.target_name!r} (output {self.output:.4f})"
-        return header + "\n" + viz.ansi_colored(_spaced(self.tokens), self.scores)
+        return self.header() + "\n" + viz.ansi_colored(_spaced(self.tokens), self.scores)
 
     def table(self) -> str:
         width = max(len(viz.display_token(t)) for t in self.tokens)

@@ -21,10 +21,17 @@ bfloat16: NumPy has no bfloat16 dtype, so
   * `save_file` writes BF16 for arrays wrapped with `as_bfloat16(x)`, which rounds
     float32 values to the nearest bfloat16 (ties to even, as PyTorch does).
   A BF16 tensor that is loaded and saved again without `as_bfloat16` is written as F32.
+
+Checksums: `save_file(..., checksum=True)` (what minilm uses for its own weights and
+checkpoints) records the SHA-256 of the data buffer in the metadata (`minilm.sha256`),
+and `load_file` checks it when it reads the whole file, so bytes flipped on disk are an
+error instead of weights that silently generate garbage. Files written elsewhere have no
+such entry and load as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -49,6 +56,7 @@ __all__ = [
 MAX_HEADER_BYTES = 100_000_000
 
 _METADATA_KEY = "__metadata__"
+CHECKSUM_KEY = "minilm.sha256"  # metadata entry: hex SHA-256 of the data buffer
 
 # NumPy's limit on array dimensions (and the most any real tensor has by far).
 MAX_DIMS = 64
@@ -163,13 +171,15 @@ def save_file(
     arrays: Mapping[str, Any],
     path: str | os.PathLike,
     metadata: Mapping[str, str] | None = None,
+    checksum: bool = False,
 ) -> None:
     """Write `arrays` (name -> array) to `path` in the safetensors format.
 
     Values may be NumPy arrays, anything `numpy.asarray` accepts (objects with
     `__array__`), objects with a `.numpy()` method (minilm Tensors), CuPy arrays
     (copied to the host) and `BFloat16Array`s from `as_bfloat16`. `metadata` is an
-    optional str -> str mapping stored in the header.
+    optional str -> str mapping stored in the header; `checksum` adds the SHA-256 of the
+    data to it (see the module docstring).
 
     The write is atomic: the file is written under a temporary name in the same
     directory, synced to disk and renamed over `path`. If anything fails, `path` is
@@ -178,7 +188,14 @@ def save_file(
     # Convert and validate everything before touching the disk, so that bad input
     # never leaves a partial file behind.
     tensors = _prepare_tensors(arrays)
-    header = _encode_header(tensors, _check_metadata(metadata))
+    metadata = _check_metadata(metadata)
+    if checksum:
+        digest = hashlib.sha256()
+        for tensor in tensors:
+            if tensor.data.size:
+                digest.update(tensor.data.reshape(-1).view(np.uint8))
+        metadata[CHECKSUM_KEY] = digest.hexdigest()
+    header = _encode_header(tensors, metadata)
 
     def write(f):
         f.write(header)
@@ -383,7 +400,20 @@ def load_file(
             tensors = [t for t in tensors if t.name in wanted]
         if mmap:
             return _map_tensors(path, header.data_start, tensors)
+        if names is None and CHECKSUM_KEY in header.metadata:
+            _verify_checksum(f, path, header)
         return {t.name: _read_tensor(f, path, header.data_start, t) for t in tensors}
+
+
+def _verify_checksum(f, path, header: _Header) -> None:
+    """The data buffer must hash to the SHA-256 recorded when the file was written."""
+    digest = hashlib.sha256()
+    f.seek(header.data_start)
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+    if digest.hexdigest() != header.metadata[CHECKSUM_KEY]:
+        raise SafetensorsError(path, "the data does not match the checksum recorded when the file was written "
+                                     "(the file is corrupted: bytes changed on disk or in a copy)")
 
 
 def _read_tensor(f, path, data_start: int, info: _TensorInfo) -> np.ndarray:

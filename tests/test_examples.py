@@ -1,6 +1,7 @@
 """Smoke tests: every example runs (with small settings) and shows what it claims."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,10 @@ def test_lstm_lm(capsys):
 def test_gpt2_checkpoint_generation(capsys):
     greedy = _load("gpt2_generate").main(["--max-new-tokens", "8"])
     assert greedy.shape[1] > 8
-    assert "beam search" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "beam search" in out
+    demo = Path(re.search(r"demo GPT-2 to (\S+),", out).group(1))
+    assert demo.name.startswith("gpt2-demo-") and not demo.exists()  # the temporary folder is removed
 
 
 def test_sentence_similarity_ranks_paraphrases_first():
@@ -40,10 +44,15 @@ def test_sentence_similarity_ranks_paraphrases_first():
     assert best == {frozenset((0, 1)), frozenset((3, 6))}  # eating ~ eating, riding a horse ~ riding a horse
 
 
-def test_bert_fine_tuning_beats_the_majority_class():
+def test_bert_fine_tuning_beats_the_majority_class(capsys):
     accuracy, majority = _load("bert_pretrain_finetune").main(
         ["--pretrain-steps", "20", "--finetune-steps", "80", "--width", "64", "--finetune-lr", "2e-3"])
     assert accuracy >= majority + 0.15, (accuracy, majority)
+    out = capsys.readouterr().out
+    assert "=== phase 1 of 2: masked-LM pretraining" in out and "=== phase 2 of 2: fine-tuning" in out
+    found = re.search(r"perplexity on held-out text: (\d+) untrained -> (\d+)", out)
+    before, after = float(found.group(1)), float(found.group(2))
+    assert after < 0.8 * before  # pretraining visibly lowers the masked-LM perplexity
 
 
 def _write_catalogs(root):

@@ -1,6 +1,6 @@
 """04 - Self-attention: from softmax(Q K^T / sqrt(d)) V to the MultiHeadAttention layer.
 
-    python examples/learn/04_attention.py [--out learn_out] [--layer 5] [--head 11]
+    python examples/learn/04_attention.py [--out learn_out] [--layer 4 --head 3]
 
 Each position of a sequence X [T, C] asks a question (its query q = X Wq), offers a label
 (its key k = X Wk) and a content (its value v = X Wv). Position i's output is an average
@@ -15,8 +15,11 @@ so position i sees only positions 0..i.
 
 The script computes this three ways and shows they agree: by hand in NumPy, with
 `F.scaled_dot_product_attention`, and with `nn.MultiHeadAttention` holding the same
-weights. Then it draws the maps, including one of the real all-MiniLM-L6-v2 when installed
-(its layer 5, head 11 links "it" to "cat": one head, one job, learned from data alone).
+weights. Then it draws the maps, including one of the real all-MiniLM-L6-v2 when installed:
+of its 6 x 12 heads it picks the one where "it" attends to "cat" most strongly compared with
+how much every other word attends to "cat" (layer 4, head 3), and prints that contrast. A head
+where every word looks at "cat" would show nothing about "it"; this one links the pronoun to
+the noun it stands for: one head, one job, learned from data alone.
 """
 
 import argparse
@@ -30,7 +33,7 @@ import minilm.functional as F
 from minilm import nn, viz
 
 WORDS = ["the", "cat", "sat", "on", "the", "mat"]
-SENTENCE = "The cat sat on the mat because it was warm."
+SENTENCE = "The cat could not climb the tree because it was tired."
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -50,8 +53,9 @@ def attention_by_hand(x, wq, wk, wv, causal: bool):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="learn_out", help="folder for the pictures")
-    parser.add_argument("--layer", type=int, default=5, help="all-MiniLM-L6-v2 layer to draw (0..5)")
-    parser.add_argument("--head", type=int, default=11, help="all-MiniLM-L6-v2 head to draw (0..11)")
+    parser.add_argument("--layer", type=int, default=None,
+                        help="all-MiniLM-L6-v2 layer to draw (0..5; default: the head that best links it -> cat)")
+    parser.add_argument("--head", type=int, default=None, help="all-MiniLM-L6-v2 head to draw (0..11)")
     args = parser.parse_args(argv)
     out = Path(args.out)
 
@@ -94,13 +98,30 @@ def main(argv=None):
 
     folder = Path(spec.origin).parent / "model"
     model, tokenizer = BertModel.from_pretrained(folder), WordPieceTokenizer.from_pretrained(folder)
-    weights, tokens = viz.attention_map(model, tokenizer, SENTENCE, layer=args.layer, head=args.head)
-    picture = viz.save_attention_heatmap(weights, tokens, out / f"04_minilm_layer{args.layer}_head{args.head}.svg",
-                                         title=f"all-MiniLM-L6-v2, layer {args.layer}, head {args.head}")
-    print(f"\nall-MiniLM-L6-v2, layer {args.layer}, head {args.head}: where each token looks most")
-    for token, row in zip(tokens, weights):
-        print(f"  {token:>8} -> {tokens[int(np.argmax(row))]:<8} ({row.max():.2f})")
+    ids, tokens = viz.attention.encode_text(tokenizer, SENTENCE)
+    every = viz.attention_weights(model, ids)  # [layers, heads, T, T]
+    it, cat = tokens.index("it"), tokens.index("cat")
+    words = [i for i, t in enumerate(tokens) if i not in (it, cat) and t not in ("[CLS]", "[SEP]")]
+    # How much more "it" looks at "cat" than the word looking at "cat" most, in every head.
+    contrast = every[:, :, it, cat] - every[:, :, words, cat].max(axis=-1)  # [layers, heads]
+    if args.layer is None or args.head is None:
+        layer, head = (int(i) for i in np.unravel_index(contrast.argmax(), contrast.shape))
+        print(f"\nall-MiniLM-L6-v2 on {SENTENCE!r}: of its {contrast.size} heads, layer {layer} head {head} "
+              "links 'it' to 'cat' most distinctly")
+    else:
+        layer, head = args.layer, args.head
+    weights = every[layer, head]
+    picture = viz.save_attention_heatmap(weights, tokens, out / f"04_minilm_layer{layer}_head{head}.svg",
+                                         title=f"all-MiniLM-L6-v2, layer {layer}, head {head}")
+    strongest_other = max(words, key=lambda i: weights[i, cat])
+    print(f"layer {layer}, head {head}: attention to 'cat' from each word")
+    for i in [it, *sorted(words, key=lambda i: -weights[i, cat])[:4]]:
+        print(f"  {tokens[i]:>8} -> cat {weights[i, cat]:.2f}")
+    print(f"'it' -> 'cat' {weights[it, cat]:.2f} against at most {weights[strongest_other, cat]:.2f} from any other "
+          f"word ('{tokens[strongest_other]}'): {weights[it, cat] / weights[strongest_other, cat]:.1f}x")
     print(f"picture: {picture}")
+    differences["it_to_cat"] = float(weights[it, cat])
+    differences["others_to_cat"] = float(weights[strongest_other, cat])
     return differences
 
 

@@ -68,14 +68,23 @@ def main(argv=None):
     Trainer(bert, bert_task, training, quiet=True).fit()
     bert_loss = bert_task.evaluate(bert.eval(), 4)["val_loss"]
 
+    # The bar both must clear: guessing every character from its frequency alone (no context).
+    counts = np.bincount(ids[:split], minlength=vocab) + 1.0
+    frequency_loss = float(-np.log(counts / counts.sum())[ids[split:]].mean())
     print(f"{'objective':<10} {'sees':<22} {'predicts':<26} {'positions with a loss':<22} held-out loss")
     print(f"{'causal':<10} {'the past only':<22} {'the next character':<26} {'all ' + str(block):<22} {gpt_loss:.3f}")
     print(f"{'masked':<10} {'both sides':<22} {'the [MASK]ed characters':<26} {'~15% of ' + str(block - 2):<22} "
           f"{bert_loss:.3f}")
+    print(f"{'frequency':<10} {'nothing':<22} {'any character':<26} {'':<22} {frequency_loss:.3f}  "
+          "(the baseline: character frequencies alone)")
 
     prompt = np.array([chars.encode(PROMPT)])
-    continued = gpt.generate(prompt, max_new_tokens=block - prompt.shape[1])  # fill the context
-    print(f"\nGPT continues   {PROMPT!r} -> {chars.decode(continued[0, prompt.shape[1]:].tolist())!r}")
+    # Sampled (temperature 0.8, top-k 10): greedy decoding of a small model loops on its
+    # likeliest word ("the the the"), which shows the decoder, not what the model learned.
+    continued = gpt.generate(prompt, max_new_tokens=block - prompt.shape[1], do_sample=True, temperature=0.8,
+                             top_k=10, seed=0)  # fill the context
+    continuation = chars.decode(continued[0, prompt.shape[1]:].tolist())
+    print(f"\nGPT continues   {PROMPT!r} -> {continuation!r} (sampled)")
 
     pieces = MASKED.split("[MASK]")
     masked_ids = [special["cls"]]
@@ -87,10 +96,14 @@ def main(argv=None):
     holes = np.flatnonzero(masked_ids == special["mask"])
     filled = [chars.decode([int(probabilities[i, :chars.vocab_size].argmax())]) for i in holes]
     print(f"BERT fills in    {MASKED!r} -> {filled} (the answers: ['f', 'u']); its top guesses:")
+    top_guesses = []
     for hole, answer in zip(holes, "fu"):
         top = np.argsort(-probabilities[hole, :chars.vocab_size])[:5]
+        top_guesses.append([chars.decode([int(i)]) for i in top])
         guesses = ", ".join(f"{chars.decode([int(i)])!r} {probabilities[hole, i]:.2f}" for i in top)
         print(f"  position {hole}: {guesses}   (P({answer!r}) = {probabilities[hole, chars.encode(answer)[0]]:.3f})")
+    print(f"(the most frequent characters, the frequency baseline's guess everywhere: "
+          f"{[chars.decode([int(i)]) for i in np.argsort(-counts[:chars.vocab_size])[:5]]})")
 
     sample = PROMPT.strip()
     sample_ids = np.array(chars.encode(sample))
@@ -103,7 +116,8 @@ def main(argv=None):
     viz.save_attention_heatmap(masked_map, ["[CLS]"] + labels + ["[SEP]"], out / "05_masked_attention.svg",
                                title="masked LM (BERT), layer 0: each character sees both sides")
     print(f"\npictures in {out}/: 05_causal_attention.svg, 05_masked_attention.svg")
-    return {"causal": gpt_loss, "masked": bert_loss, "filled": filled}
+    return {"causal": gpt_loss, "masked": bert_loss, "frequency": frequency_loss, "filled": filled,
+            "top_guesses": top_guesses, "continuation": continuation}
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ the terminal and saved as a picture).
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,12 +97,13 @@ def main(argv=None):
 
     for i, text in enumerate(EXPLAIN):
         attribution = interpret.integrated_gradients(model, tokenizer, text, steps=24)
-        print(attribution.to_ansi())
+        # Colours on a terminal; a file or pipe gets the same scores as a table, not escape codes.
+        print(attribution.to_ansi() if sys.stdout.isatty() else attribution.header() + "\n" + attribution.table())
         change = attribution.output - attribution.baseline_output
         print(f"  (completeness: the attributions add up to F(x) - F(baseline) = {change:.4f} "
               f"within {abs(attribution.completeness_gap / change):.2%})\n")
         attribution.save(out / f"07_attribution_{i}.svg")
-    print("red words pushed towards the predicted label, blue words against it; "
+    print("red words (positive scores) pushed towards the predicted label, blue (negative) against it; "
           f"pictures in {out}/07_attribution_*.svg")
     return {"majority": majority, "before": before, "after": after}
 

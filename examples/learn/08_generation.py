@@ -96,7 +96,8 @@ def main(argv=None):
     for t in temperatures:
         scaled = np.exp((logits - logits.max()) / t)
         table.append((scaled / scaled.sum())[top])
-    picture = viz.save_heatmap(np.array(table), [f"T = {t}" for t in temperatures],
+    # Row labels without spaces: a heatmap shows spaces in labels as "·" (BPE tokens start with one).
+    picture = viz.save_heatmap(np.array(table), [f"T={t}" for t in temperatures],
                                [tokenizer.decode([int(i)]) for i in top], out / "08_temperature.svg",
                                title=f"P(next character | {PROMPT!r}) at several temperatures",
                                xlabel="the 15 most probable next characters", ylabel="temperature", vmin=0.0)

@@ -5,6 +5,7 @@
     minilm eval runs/NAME --data notes.txt
     minilm tokenizer train --data a.txt b.txt --vocab-size 4096 --out tok.txt
     minilm finetune --data reviews.csv
+    minilm classify runs/finetune --text "a great film"
 
 The package, by concern:
 
@@ -12,7 +13,7 @@ The package, by concern:
     common.py     what every command shares: CommandError, the built-in text, reading text files, `say`
     runs.py       run folders: making and reopening them, the model config from arguments, `load_run`,
                   samples and the unigram baseline a run reports
-    train.py, generate.py, evaluate.py, tokenizer.py, finetune.py   one module per command
+    train.py, generate.py, evaluate.py, tokenizer.py, finetune.py, classify.py   one module per command
 
 Adding a command (say `minilm chat`): write `minilm/cli/chat.py` with
 
@@ -36,12 +37,12 @@ import argparse
 import sys
 
 from .. import __version__
-from . import chat, evaluate, finetune, generate, tokenizer, train
+from . import chat, classify, evaluate, finetune, generate, tokenizer, train
 from .common import CommandError, builtin_text, read_texts, say
 from .runs import build_model, encode_plain, load_run, model_config_from, sample_texts, unigram_perplexity
 
 # Every subcommand, in the order `minilm --help` lists them; each module has add_parser(commands).
-COMMANDS = (train, generate, chat, evaluate, tokenizer, finetune)
+COMMANDS = (train, generate, chat, evaluate, tokenizer, finetune, classify)
 
 EPILOG = "Run `minilm COMMAND --help` for the options of one command."
 

@@ -1,4 +1,10 @@
-"""`minilm finetune`: fine-tune a pretrained BERT for sequence classification on labeled texts."""
+"""`minilm finetune`: fine-tune a pretrained BERT for sequence classification on labeled texts.
+
+The result, OUT/model/, is a Hugging Face style folder: the classifier's config.json and
+model.safetensors beside the tokenizer files it was trained with, so `minilm classify OUT`
+(or `BertForSequenceClassification.from_pretrained(OUT/model)` with
+`WordPieceTokenizer.from_pretrained(OUT/model)`) uses it.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ def add_parser(commands) -> None:
     finetune.add_argument("--val-fraction", type=float, default=0.2, help="held-out share (default 0.2)")
     finetune.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     finetune.add_argument("--out", default="runs/finetune", help="output folder (default runs/finetune)")
+    finetune.add_argument("--force", action="store_true", help="replace a fine-tuned model already in --out")
     finetune.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="array backend")
     finetune.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                           help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss "
@@ -39,6 +46,10 @@ def run(args) -> int:
 
     if args.backend:
         ml.set_backend(args.backend)
+    out = Path(args.out)
+    if (out / "model").exists() and not args.force:  # checked before any work, as `minilm train` does
+        raise CommandError(f"{out} already holds a fine-tuned model; choose another --out or pass --force "
+                           "to replace it")
     folder = Path(args.pretrained) if args.pretrained else default_bert_folder()
     data = read_labeled_texts(args.data)
     train_rows, val_rows = train_val_split(len(data), args.val_fraction, seed=args.seed)
@@ -51,7 +62,6 @@ def run(args) -> int:
                             schedule="linear", min_lr_ratio=0.0, precision=args.precision)
     task = ClassificationTask(data.subset(train_rows), data.subset(val_rows), tokenizer, args.batch_size,
                               max_length=args.max_length, seed=args.seed)
-    out = Path(args.out)
     trainer = Trainer(model, task, config, out_dir=out, quiet=args.quiet)
     trainer.fit()
     metrics = trainer.evaluate()
@@ -59,9 +69,25 @@ def run(args) -> int:
         return 0
     majority = max(np.bincount([data.labels[i] for i in val_rows])) / len(val_rows)
     model.save_pretrained(out / "model")
+    copy_tokenizer_files(folder, out / "model")
     print(f"validation accuracy {metrics['val_accuracy']:.3f} (majority class {majority:.3f}), "
           f"loss {metrics['val_loss']:.4f} -> {out / 'model'}")
+    print(f'classify texts with: minilm classify {out} --text "..."')
     return 0
+
+
+# The files WordPieceTokenizer.from_pretrained (and Hugging Face's BertTokenizer) read.
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
+
+
+def copy_tokenizer_files(source: Path, target: Path) -> None:
+    """The pretrained folder's tokenizer files, beside the fine-tuned weights: the model folder
+    is then complete on its own."""
+    from ..data import atomic_write_bytes
+
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            atomic_write_bytes(target / name, (source / name).read_bytes())
 
 
 def default_bert_folder() -> Path:

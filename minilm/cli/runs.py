@@ -159,7 +159,7 @@ def resumed_run(args) -> tuple[dict, Path]:
     run_dir = Path(args.resume)
     config = read_run_config(run_dir)
     if args.steps is not None:  # --steps given (its parser default is None): extend or shorten the run
-        config["training"]["max_steps"] = args.steps
+        set_run_steps(config, args.steps, run_dir / "config.json")
     say(args, f"resuming {run_dir}")
     return config, run_dir
 
@@ -216,7 +216,9 @@ def prepare_train_run(args):
         started = time.perf_counter()
         if args.model == "bert" and args.tokenizer != "bpe":
             raise CommandError("--model bert needs --tokenizer bpe (it adds [CLS], [SEP], [MASK], [PAD])")
-        if args.tokenizer == "bpe":
+        if args.tokenizer_file:
+            tokenizer = load_tokenizer_file(args.tokenizer_file, args.model)
+        elif args.tokenizer == "bpe":
             specials = BERT_SPECIALS if args.model == "bert" else (END_OF_TEXT,)
             tokenizer = BPETokenizer.train(train_text, args.vocab_size, special_tokens=specials, verbose=False)
         else:
@@ -224,15 +226,17 @@ def prepare_train_run(args):
         train_ids = np.array(encode_plain(tokenizer, train_text), dtype=np.int64)
         val_ids = np.array(encode_plain(tokenizer, val_text), dtype=np.int64)
         say(args, f"data: {source}: {len(text):,} characters -> {len(train_ids):,} train / {len(val_ids):,} "
-                  f"validation tokens ({args.tokenizer}, vocab {tokenizer.vocab_size}, "
+                  f"validation tokens ({args.tokenizer_file or args.tokenizer}, vocab {tokenizer.vocab_size}, "
                   f"{time.perf_counter() - started:.1f} s)")
         model_config = model_config_from(args, tokenizer)
         training = training_config_from(args)
+        check_new_run(args.model, model_config, args.block_size, train_ids, val_ids)
         run_dir = new_run_dir(args)
         tokenizer.save(run_dir / "tokenizer.txt")
         write_token_file(run_dir / "train.bin", train_ids, tokenizer.vocab_size)
         write_token_file(run_dir / "val.bin", val_ids, tokenizer.vocab_size)
-        config = {"model": args.model, "model_config": model_config, "tokenizer": args.tokenizer,
+        kind = "char" if tokenizer.file_kind == "char" else "bpe"
+        config = {"model": args.model, "model_config": model_config, "tokenizer": kind,
                   "block_size": args.block_size,
                   "training": training.__dict__ | {"betas": list(training.betas)}, "data": source,
                   "minilm_version": __version__}
@@ -240,6 +244,60 @@ def prepare_train_run(args):
 
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
     return config, tokenizer, train_ids, val_ids, run_dir
+
+
+def load_tokenizer_file(path, model: str):
+    """A tokenizer from `minilm tokenizer train --out`, for `minilm train --tokenizer-file`."""
+    from ..tokenizers import Tokenizer
+
+    if not Path(path).exists():
+        raise CommandError(f"{path}: no such tokenizer file")
+    tokenizer = Tokenizer.load(path)
+    if model == "bert":
+        missing = [t for t in BERT_SPECIALS if t not in getattr(tokenizer, "special_tokens", {})]
+        if missing:
+            raise CommandError(f"{path}: --model bert needs the special tokens {' '.join(BERT_SPECIALS)}; "
+                               f"this tokenizer lacks {' '.join(missing)} (train it with --special "
+                               f"{' '.join(BERT_SPECIALS)})")
+    return tokenizer
+
+
+def set_run_steps(config: dict, steps: int, config_path: Path) -> None:
+    """A resumed run's new total of steps, recorded in its config.json. The learning-rate
+    schedule keeps the original run's total (`schedule_steps`): the rate goes on from where it
+    was instead of jumping to a point of a schedule stretched over the new total."""
+    from ..data import atomic_write_text
+
+    training = config["training"]
+    training.setdefault("schedule_steps", 0)
+    if not training["schedule_steps"]:
+        training["schedule_steps"] = training["max_steps"]
+    training["max_steps"] = steps
+    atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+
+
+def check_new_run(kind: str, model_config: dict, block_size: int, train_ids, val_ids) -> None:
+    """Everything a new run's arguments can get wrong, checked before its folder is made (so a
+    failed start leaves nothing behind): the model config and the data's length."""
+    from ..models import BertConfig, GPTConfig, LSTMConfig
+
+    config_class = {"gpt": GPTConfig, "bert": BertConfig, "lstm": LSTMConfig}.get(kind)
+    if config_class is None:  # the transformer's source/target pairs are checked by its own task
+        return
+    sizes = {k: v for k, v in model_config.items() if k in ("n_layer", "num_hidden_layers", "num_layers",
+                                                                "n_head", "num_attention_heads", "n_embd",
+                                                                "hidden_size", "block_size")}
+    for key, value in sizes.items():
+        if value < 1:
+            raise CommandError(f"{key} must be at least 1, got {value} (from --layers, --heads, --width, --block-size)")
+    try:
+        config_class(**model_config)
+    except (TypeError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    for name, ids in (("training", train_ids), ("validation", val_ids)):
+        if len(ids) < block_size + 1:
+            raise CommandError(f"the {name} text has {len(ids):,} tokens, fewer than --block-size {block_size} + 1: "
+                               "give more text or a smaller --block-size")
 
 
 def encode_plain(tokenizer, text: str) -> list[int]:
@@ -296,7 +354,10 @@ def transformer_config_from(args, tokenizer) -> dict:
 
 
 def sample_texts(model, tokenizer, count: int, tokens: int, seed: int = 0, prompt_text: str = "\n") -> list[str]:
-    prompt = encode_plain(tokenizer, prompt_text) or [0]
+    try:
+        prompt = encode_plain(tokenizer, prompt_text) or [0]
+    except ValueError:  # a character vocabulary without "\n": start from its first character
+        prompt = [0]
     context = getattr(model.config, "block_size", None)
     if context is not None:  # a GPT cannot look further back than its context
         tokens = max(1, min(tokens, context - len(prompt)))

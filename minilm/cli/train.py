@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -38,6 +39,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run_option("--tokenizer", choices=("bpe", "char"), default="bpe",
                help="byte-level BPE or characters (default bpe)")
     run_option("--vocab-size", type=int, default=1024, help="BPE vocabulary size (default 1024)")
+    run_option("--tokenizer-file", metavar="FILE",
+               help="a tokenizer saved by `minilm tokenizer train --out FILE` (instead of training one)")
     run_option("--layers", type=int, default=4, help="Transformer blocks / LSTM layers (default 4)")
     run_option("--width", type=int, default=128, help="embedding width (default 128)")
     run_option("--heads", type=int, default=4, help="attention heads (default 4)")
@@ -99,7 +102,7 @@ def run(args) -> int:
     import minilm as ml
 
     from .. import distributed
-    from ..train import CausalLMTask, MaskedLMTask, Trainer, TrainingConfig
+    from ..train import CausalLMTask, MaskedLMTask, Trainer, TrainingConfig, TrainingInterrupted
 
     resolve_run_options(args)
     # Under `mpiexec -n N` this joins the N ranks (each taking its own GPU with cupy); else a world of one.
@@ -131,10 +134,18 @@ def run(args) -> int:
         say(args, f"note: {run_dir} has no complete checkpoint (stopped before its first); training from step 0")
     if comm.is_main:
         ranks = f" on {comm.size} ranks" if comm.size > 1 else ""
-        say(args, f"model: {config['model']}, {model.num_parameters():,} parameters; training {training.max_steps} "
+        say(args, f"model: {config['model']}, {model.num_parameters():,} parameters; {training.max_steps} "
                   f"steps of {training.batch_size * training.grad_accum} x {block} tokens{ranks} -> {run_dir}")
+        if args.resume:
+            say(args, resume_plan(trainer.step, training.max_steps, args.steps is not None))
     started = time.perf_counter()
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingInterrupted as stop:
+        if comm.is_main and stop.checkpoint is not None:
+            print(f"\nminilm: interrupted at step {stop.step}; checkpoint saved in {stop.checkpoint}\n"
+                  f"resume with: minilm train --resume {run_dir}", file=sys.stderr)
+        return 130
     elapsed = time.perf_counter() - started
     if comm.is_main:
         model.save_safetensors(run_dir / "model.safetensors")
@@ -142,7 +153,7 @@ def run(args) -> int:
     metrics = trainer.evaluate()
     if not comm.is_main:  # the ranks hold the same model; rank 0 reports and samples
         return 0
-    lines = [f"trained {trainer.step} steps in {elapsed:.0f} s",
+    lines = [f"trained {trainer.steps_run} steps in {elapsed:.0f} s (step {trainer.step} of {training.max_steps})",
              f"validation loss {metrics['val_loss']:.4f}, perplexity {metrics['val_ppl']:.2f}"]
     if config["model"] == "transformer":
         lines += seq2seq.report(args, model, tokenizer, val_ids, config, metrics, run_dir)
@@ -165,3 +176,13 @@ def run(args) -> int:
             print(f"--- sample {i} ---\n{sample}")
     print(f"run folder: {run_dir}")
     return 0
+
+
+def resume_plan(done: int, total: int, steps_given: bool) -> str:
+    """What a resumed run is about to do, in one line."""
+    if done >= total:
+        warning = (f"warning: --steps {total} is below the {done} steps already trained; nothing to train. "
+                   if steps_given and done > total else "")
+        return (f"{warning}resuming at step {done}: the run is complete ({total} steps); "
+                f"pass --steps N (more than {done}) to train further")
+    return f"resuming at step {done}: {total - done} steps to do (to step {total})"

@@ -140,6 +140,9 @@ def read_config(folder, name: str = "config.json", options: dict | None = None, 
         raise CheckpointError(f"{path}: cannot be read ({error.strerror})") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: must hold a JSON object, got {type(config).__name__}")
+    if "model_config" in config and "minilm_version" in config:
+        raise CheckpointError(f"{Path(folder)} is a run folder of `minilm train`, not a Hugging Face checkpoint: "
+                              "load it with `config, tokenizer, model = minilm.load_run(folder)`")
     if options is None:
         return config
     problems = [f"missing {key!r}" for key in required if key not in config]

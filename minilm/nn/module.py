@@ -310,7 +310,7 @@ class Module:
         """Write the state dict to a safetensors file (tied weights are stored under each name)."""
         from ..serialization import save_file
 
-        save_file(self.state_dict(), path, metadata=metadata)
+        save_file(self.state_dict(), path, metadata=metadata, checksum=True)  # checked again on load
 
     def load_safetensors(self, path, strict: bool = True) -> IncompatibleKeys:
         """Load a safetensors file written by `save_safetensors` (or a compatible checkpoint)."""

@@ -13,7 +13,7 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .seq2seq import Seq2SeqTask
 from .tasks import CausalLMTask, ClassificationTask, MaskedLMTask
-from .trainer import Trainer, TrainingConfig, TrainingDiverged
+from .trainer import Trainer, TrainingConfig, TrainingDiverged, TrainingInterrupted
 
 __all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Seq2SeqTask", "Trainer", "TrainingConfig",
-           "TrainingDiverged", "load_checkpoint", "save_checkpoint"]
+           "TrainingDiverged", "TrainingInterrupted", "load_checkpoint", "save_checkpoint"]

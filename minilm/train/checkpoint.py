@@ -216,10 +216,11 @@ def save_checkpoint(trainer) -> Path:
         return target
 
     def fill(staging: Path) -> None:
-        save_file({k: v.numpy() for k, v in trainer.model.state_dict().items()}, staging / "model.safetensors")
+        save_file({k: v.numpy() for k, v in trainer.model.state_dict().items()}, staging / "model.safetensors",
+                  checksum=True)  # checked again on load: flipped bytes are an error
         optimizer_state = trainer.optimizer.state_dict()
         arrays, scalars = split_optimizer_state(optimizer_state["state"])
-        save_file(arrays, staging / "optimizer.safetensors")
+        save_file(arrays, staging / "optimizer.safetensors", checksum=True)
         state = {
             "step": trainer.step,
             "model": type(trainer.model).__name__,

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,6 +35,15 @@ from . import checkpoint
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `Trainer.fit` between two steps; `checkpoint` is the folder just saved
+    (None when the Trainer has no out_dir), `step` the step it holds."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 @dataclass
@@ -54,6 +65,10 @@ class TrainingConfig:
     log_interval: int = 10
     seed: int = 0
     precision: str = "fp32"  # "fp32" | "fp16" (autocast + dynamic loss scaling; see minilm.amp)
+    # The step at which the learning-rate schedule reaches its floor (0 = max_steps). A run
+    # extended on resume keeps its original schedule: the learning rate continues where it was
+    # (no jump at the resume point) and the added steps train at the floor, lr * min_lr_ratio.
+    schedule_steps: int = 0
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -64,6 +79,10 @@ class TrainingConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "checkpoint_interval", "log_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "grad_clip", "warmup_steps", "schedule_steps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
+                raise ValueError(f"TrainingConfig.{name} must be {'> 0' if name == 'lr' else '>= 0'}, got {value}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingConfig":
@@ -101,6 +120,8 @@ class Trainer:
                       "float16 BLAS: about 80x slower than fp32 on a small GPT); it is meant for --backend cupy")
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
+        self.start_step = 0  # the step this fit() began at (a resumed run's checkpoint step)
+        self._interrupted = False  # Ctrl-C asked the loop to stop after its current step
         self.history: list[dict] = []  # one record per logged step / evaluation
         self.best_metric = math.inf
         self.evals_without_improvement = 0
@@ -126,26 +147,67 @@ class Trainer:
         if c.schedule == "constant":
             return optim.lr_scheduler.warmup_constant(step, c.warmup_steps)
         schedule = optim.lr_scheduler.warmup_cosine if c.schedule == "cosine" else optim.lr_scheduler.warmup_linear
-        return schedule(step, c.warmup_steps, c.max_steps, c.min_lr_ratio)
+        return schedule(step, c.warmup_steps, c.schedule_steps or c.max_steps, c.min_lr_ratio)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, stop_at_step: int | None = None) -> list[dict]:
-        """Train until max_steps (or `stop_at_step`, to simulate an interruption); returns the history."""
+        """Train until max_steps (or `stop_at_step`, to simulate an interruption); returns the history.
+
+        Ctrl-C (SIGINT) lets the current step finish, saves a checkpoint and raises
+        `TrainingInterrupted`; a second Ctrl-C stops at once. `steps_run` counts the steps
+        this call trained (a resumed run starts at its checkpoint's step)."""
         c = self.config
         last = min(c.max_steps, stop_at_step) if stop_at_step is not None else c.max_steps
         self.model.train()
+        self.start_step = self.step
         started, tokens_seen = time.perf_counter(), 0
-        with self.comm.abort_on_error():  # one rank's failure must not leave the others waiting
+        with self.comm.abort_on_error(), self._stop_on_ctrl_c():  # one rank's failure must not leave the others waiting
             self._fit_loop(last, started, tokens_seen)
         if not self.quiet and sys.stderr.isatty():
             sys.stderr.write("\n")
         if self.out_dir is not None and self.comm.is_main:
             self.save_loss_plot()
+        if self._interrupted:
+            saved = None
+            if self.out_dir is not None:
+                saved = self.save_checkpoint()
+            raise TrainingInterrupted(self.step, saved)
         return self.history
+
+    @property
+    def steps_run(self) -> int:
+        return self.step - self.start_step
+
+    def _stop_on_ctrl_c(self):
+        """While training: the first SIGINT asks the loop to stop after its current step (so the
+        checkpoint holds a whole step), the second one interrupts at once. Only a single process
+        in its main thread can take signals this way; elsewhere Ctrl-C acts as usual."""
+        import contextlib
+
+        self._interrupted = False
+        if self.comm.size > 1 or threading.current_thread() is not threading.main_thread():
+            return contextlib.nullcontext()
+
+        def on_sigint(signum, frame):
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            self._say(f"\nCtrl-C: stopping after step {self.step + 1} and saving a checkpoint "
+                      "(press Ctrl-C again to stop at once, without one)")
+
+        @contextlib.contextmanager
+        def installed():
+            previous = signal.signal(signal.SIGINT, on_sigint)
+            try:
+                yield
+            finally:
+                signal.signal(signal.SIGINT, previous)
+
+        return installed()
 
     def _fit_loop(self, last: int, started: float, tokens_seen: int) -> None:
         c = self.config
-        while self.step < last:
+        while self.step < last and not self._interrupted:
             loss_value, tokens = self._train_step()
             tokens_seen += tokens
             self.step += 1
@@ -157,7 +219,7 @@ class Trainer:
             record["tokens_per_s"] = tokens_seen / elapsed if elapsed > 0 else 0.0
             if self.step % c.log_interval == 0 or self.step == last:
                 self._log(record)
-            self._progress(record, last)
+            self._progress(record, last, elapsed)
             stop = False
             if self.step % c.eval_interval == 0 or self.step == c.max_steps:
                 stop = self._evaluate()
@@ -254,14 +316,23 @@ class Trainer:
                 sys.stderr.write("\r\033[K")
             print(text, file=sys.stderr, flush=True)
 
-    def _progress(self, record: dict, last: int) -> None:
-        if self.quiet or not sys.stderr.isatty():
+    def _progress(self, record: dict, last: int, elapsed: float) -> None:
+        """A progress line with tokens/s and the time left (ETA, from this session's pace): on a
+        terminal one line redrawn at every step; to a file or pipe a plain line every
+        log_interval steps (and at the last), so a log shows progress between evaluations."""
+        if self.quiet:
             return
-        done = self.step / last
-        bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
-        sys.stderr.write(f"\r[{bar}] step {self.step}/{last}  loss {record['loss']:.4f}  "
-                         f"lr {record['lr']:.2e}  {record['tokens_per_s']:.0f} tok/s")
-        sys.stderr.flush()
+        run = self.step - self.start_step
+        eta = format_duration(elapsed / run * (last - self.step)) if run > 0 else "?"
+        text = (f"step {self.step}/{last}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                f"{record['tokens_per_s']:,.0f} tok/s  ETA {eta}")
+        if sys.stderr.isatty():
+            done = self.step / last
+            bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
+            sys.stderr.write(f"\r\033[K[{bar}] {text}")
+            sys.stderr.flush()
+        elif self.step % self.config.log_interval == 0 or self.step == last:
+            print(text, file=sys.stderr, flush=True)
 
     def save_loss_plot(self) -> Path | None:
         """Draw the training and validation loss over the steps so far into out_dir/loss.png
@@ -292,3 +363,13 @@ class Trainer:
         checkpoint.load_checkpoint(self, folder)
         if self.comm.size > 1:
             self._separate_dropout_streams()
+
+
+def format_duration(seconds: float) -> str:
+    """12s, 3m05s, 1h02m: short enough for a progress line."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"

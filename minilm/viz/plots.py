@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import math
 import warnings
 from pathlib import Path
 
@@ -242,6 +243,18 @@ def _svg_colored_tokens(labels, values, places, lines, path, title, line_width) 
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round values (1, 2 or 5 times a power of ten apart) in [low, high], about `count` of them."""
+    if not high > low:
+        return [low]
+    raw = (high - low) / count
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9)
+    ticks = [(first + i) * step for i in range(int((high - low) / step) + 2)]
+    return [round(t, 12) for t in ticks if low - 1e-9 * step <= t <= high + 1e-9 * step]
+
+
 def _svg_line_plot(series: dict, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
     width, height, left, right, top, bottom = 640, 380, 60, 20, 40, 50
     xs_all = np.concatenate([xs for xs, _ in series.values()])
@@ -260,13 +273,20 @@ def _svg_line_plot(series: dict, path: Path, title: str, xlabel: str, ylabel: st
            f'<text x="{left}" y="22" font-size="13" font-weight="bold">{html.escape(title)}</text>',
            f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
            'fill="none" stroke="#999"/>',
-           f'<text x="{left}" y="{height - 28}" font-size="10">{x0:.4g}</text>',
-           f'<text x="{width - right}" y="{height - 28}" font-size="10" text-anchor="end">{x1:.4g}</text>',
            f'<text x="{width // 2}" y="{height - 10}" font-size="11" text-anchor="middle">{html.escape(xlabel)}</text>',
-           f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end">{y0:.4g}</text>',
-           f'<text x="{left - 4}" y="{top + 10}" font-size="10" text-anchor="end">{y1:.4g}</text>',
            f'<text x="14" y="{height // 2}" font-size="11" transform="rotate(-90 14 {height // 2})" '
            f'text-anchor="middle">{html.escape(ylabel)}</text>']
+    # The axes: a tick, a faint grid line and a label at each round value.
+    for x in nice_ticks(x0, x1):
+        px = float(point(x, y0).split(",")[0])
+        svg += [f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{height - bottom + 5}" stroke="#e4e4e4"/>',
+                f'<line x1="{px:.1f}" y1="{height - bottom}" x2="{px:.1f}" y2="{height - bottom + 5}" stroke="#333"/>',
+                f'<text x="{px:.1f}" y="{height - bottom + 17}" font-size="10" text-anchor="middle">{x:g}</text>']
+    for y in nice_ticks(y0, y1):
+        py = float(point(x0, y).split(",")[1])
+        svg += [f'<line x1="{left - 5}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="#e4e4e4"/>',
+                f'<line x1="{left - 5}" y1="{py:.1f}" x2="{left}" y2="{py:.1f}" stroke="#333"/>',
+                f'<text x="{left - 7}" y="{py + 3:.1f}" font-size="10" text-anchor="end">{y:g}</text>']
     for index, (name, (xs, ys)) in enumerate(series.items()):
         color = _PALETTE[index % len(_PALETTE)]
         points = " ".join(point(x, y) for x, y in zip(xs, ys))
