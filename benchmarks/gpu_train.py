@@ -38,8 +38,9 @@ def gpt_config(size):
 
 def minilm_step(size, seed=0):
     """benchmarks/train_step.py's minilm step, on the GPU."""
-    import minilm as ml
     from train_step import minilm_step as cpu_or_gpu_step
+
+    import minilm as ml
 
     ml.set_backend("cupy")
     step = cpu_or_gpu_step(gpt_config(size), size[4], seed)

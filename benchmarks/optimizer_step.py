@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from train_step import time_steps  # benchmarks/ is the script's folder, first on sys.path
 
 import minilm as ml
 from minilm import optim
 from minilm.models import GPT, GPTConfig
-from train_step import time_steps  # benchmarks/ is the script's folder, first on sys.path
 
 
 def main() -> None:

@@ -92,7 +92,8 @@ def main(argv=None):
     encoder = {k: v for k, v in mlm.bert.state_dict().items()}
     classifier.bert.load_state_dict(encoder, strict=False)
     task = ClassificationTask(data.subset(train_rows), data.subset(val_rows), BPEForBert(tokenizer), 16, max_length=96)
-    finetuning = TrainingConfig(max_steps=args.finetune_steps, lr=args.finetune_lr, warmup_steps=min(15, args.finetune_steps),
+    finetuning = TrainingConfig(max_steps=args.finetune_steps, lr=args.finetune_lr,
+                                warmup_steps=min(15, args.finetune_steps),
                                 eval_interval=max(1, args.finetune_steps // 3), schedule="linear", min_lr_ratio=0.0,
                                 weight_decay=0.01)
     trainer = Trainer(classifier, task, finetuning)

@@ -26,7 +26,8 @@ def write_demo_checkpoint(folder: Path) -> None:
                                    verbose=False)
     tokenizer.save_vocab_and_merges(folder)  # GPT-2's vocab.json + merges.txt
     ml.manual_seed(0)
-    GPT(GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=64, block_size=128)).save_pretrained(folder)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=2, n_head=2, n_embd=64, block_size=128)
+    GPT(config).save_pretrained(folder)
 
 
 def main(argv=None):

@@ -42,7 +42,8 @@ def main(argv=None):
     tokenizer = WordPieceTokenizer.from_pretrained(folder)
     model = BertModel.from_pretrained(folder)
     vectors = sentence_embeddings(model, tokenizer, SENTENCES).numpy()
-    pairs = sorted(((float(vectors[i] @ vectors[j]), i, j) for i, j in itertools.combinations(range(len(SENTENCES)), 2)),
+    pairs = sorted(((float(vectors[i] @ vectors[j]), i, j)
+                    for i, j in itertools.combinations(range(len(SENTENCES)), 2)),
                    reverse=True)
     for score, i, j in pairs[:8]:
         print(f"{score:.3f}  {SENTENCES[i]!r} ~ {SENTENCES[j]!r}")

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import backend as _backend
 
+
 # ---------------------------------------------------------------------------------------
 # Grad mode: whether ops record the graph. Thread-local, as each thread runs its own graphs.
 # ---------------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class Tensor:
 
         Differentiable: gradients flow back to the original device and dtype.
         """
-        from .ops import to_device, astype
+        from .ops import astype, to_device
 
         out = self
         if device is not None and _backend.get_device(device) != self.device:

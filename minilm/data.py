@@ -98,7 +98,8 @@ class RandomWindowSampler:
 
     def __init__(self, tokens, block_size: int, batch_size: int, seed: int = 0):
         if len(tokens) < block_size + 2:
-            raise ValueError(f"need more than block_size + 1 = {block_size + 1} tokens to sample windows, got {len(tokens)}")
+            raise ValueError(f"need more than block_size + 1 = {block_size + 1} tokens to sample windows, "
+                             f"got {len(tokens)}")
         self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
         self.rng = np.random.default_rng(seed)
 
@@ -120,7 +121,8 @@ def sequential_windows(tokens, block_size: int, batch_size: int):
     count = (len(tokens) - 1) // block_size
     for first in range(0, count, batch_size):
         rows = range(first, min(first + batch_size, count))
-        windows = np.stack([np.asarray(tokens[r * block_size : r * block_size + block_size + 1], dtype=np.int64) for r in rows])
+        windows = np.stack([np.asarray(tokens[r * block_size : r * block_size + block_size + 1], dtype=np.int64)
+                            for r in rows])
         yield windows[:, :-1], windows[:, 1:]
 
 
@@ -206,7 +208,8 @@ def read_labeled_texts(path, label_names: list[str] | None = None) -> LabeledTex
     if not rows:
         raise DataError(f"{path}: no rows")
     raw_labels = [str(label) for _, label in rows]
-    names = label_names or sorted(set(raw_labels), key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+    names = label_names or sorted(set(raw_labels), key=lambda v: (not v.lstrip("-").isdigit(),
+                                                                  int(v) if v.lstrip("-").isdigit() else 0, v))
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted(set(raw_labels) - set(index))
     if unknown:

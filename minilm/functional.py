@@ -8,7 +8,6 @@ arrays in an ordinary backward pass and on Tensors under `create_graph=True`.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -211,7 +210,8 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     """Normalize over the last axis, then scale by `weight` and shift by `bias` (each [C])."""
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != x.shape[-1:]:
-            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {x.shape[-1:]} (the last dim of {x.shape})")
+            raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {x.shape[-1:]} "
+                             f"(the last dim of {x.shape})")
     affine = [p for p in (weight, bias) if p is not None]
     return LayerNorm(eps, weight is not None, bias is not None)(x, *affine)  # [..., C] -> [..., C]
 
@@ -291,7 +291,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     classes = logits.shape[1] if logits.ndim >= 2 else logits.shape[0]
     expected = (logits.shape[:1] + logits.shape[2:]) if logits.ndim >= 2 else ()
     if target_array.shape != expected:
-        raise ValueError(f"cross_entropy: targets have shape {target_array.shape}, expected {expected} for logits of shape {logits.shape}")
+        raise ValueError(f"cross_entropy: targets have shape {target_array.shape}, expected {expected} "
+                         f"for logits of shape {logits.shape}")
     valid = target_array[target_array != ignore_index]
     if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= classes):
         bad = int(valid.min()) if int(valid.min()) < 0 else int(valid.max())
@@ -464,7 +465,10 @@ class Attention(Function):
         if isinstance(gy, Tensor):  # recording: the weights as a function of q and k
             scores = ops.matmul(q_, ops.swapaxes(k_, -1, -2)) * self.scale
             if self.mask is not None:
-                scores = ops.where(self.mask, scores, -np.inf) if self.mask.dtype == bool else scores + Tensor(self.mask)
+                if self.mask.dtype == bool:
+                    scores = ops.where(self.mask, scores, -np.inf)
+                else:
+                    scores = scores + Tensor(self.mask)
             probabilities = softmax(scores, axis=-1)
             keep = None if self.keep is None else Tensor(self.keep)
         else:
@@ -478,7 +482,8 @@ class Attention(Function):
         g_scores = _in_dtype(g_scores * self.scale, q.dtype)  # float32 -> float16 under mixed precision
         gq = ops._reduce_grad_to(ops._matmul(g_scores, k_), q)  # [..., L, S] @ [..., S, E]
         gk = ops._reduce_grad_to(ops._matmul(g_scores.swapaxes(-1, -2), q_), k)  # [..., S, L] @ [..., L, E]
-        gv = ops._reduce_grad_to(ops._matmul(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy), v)  # [..., S, L] @ [..., L, Ev]
+        # [..., S, L] @ [..., L, Ev]
+        gv = ops._reduce_grad_to(ops._matmul(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy), v)
         return gq, gk, gv
 
 

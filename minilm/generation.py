@@ -29,7 +29,8 @@ _NEG_INF = -np.inf
 def _check_arguments(ids, max_new_tokens, max_length, do_sample, temperature, top_k, top_p, repetition_penalty,
                      num_beams, num_return_sequences, context) -> int:
     if ids.ndim != 2 or ids.shape[1] == 0:
-        raise ValueError(f"generate: the prompt is empty; input_ids must have shape [B, T] with T >= 1, got {ids.shape}")
+        raise ValueError(f"generate: the prompt is empty; input_ids must have shape [B, T] with T >= 1, "
+                         f"got {ids.shape}")
     prompt = ids.shape[1]
     if max_new_tokens is None and max_length is None:
         raise ValueError("generate: pass max_new_tokens (or max_length, counting the prompt)")
@@ -55,7 +56,8 @@ def _check_arguments(ids, max_new_tokens, max_length, do_sample, temperature, to
     if num_return_sequences > num_beams and num_beams > 1:
         raise ValueError(f"generate: num_return_sequences ({num_return_sequences}) > num_beams ({num_beams})")
     if num_return_sequences > 1 and num_beams == 1 and not do_sample:
-        raise ValueError("generate: several return sequences need do_sample=True or num_beams > 1 (greedy would repeat one)")
+        raise ValueError("generate: several return sequences need do_sample=True or num_beams > 1 "
+                         "(greedy would repeat one)")
     return max_new_tokens
 
 

@@ -533,7 +533,8 @@ class SumTo(Function):
 
     def forward(self, x):
         lead = x.ndim - len(self.shape)
-        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(self.shape) if n == 1 and x.shape[lead + i] != 1)
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(self.shape)
+                                          if n == 1 and x.shape[lead + i] != 1)
         y = x.sum(axis=axes, keepdims=True) if axes else x
         return y.reshape(self.shape) if lead else y
 
@@ -939,8 +940,10 @@ def _install_tensor_methods():
         setattr(T, name, globals()[name])
     T.T = property(lambda self: transpose(self))
     T.mT = property(lambda self: swapaxes(self, -1, -2))
-    T.argmax = lambda self, axis=None, keepdims=False: Tensor(self.device.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)))
-    T.argmin = lambda self, axis=None, keepdims=False: Tensor(self.device.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)))
+    T.argmax = lambda self, axis=None, keepdims=False: Tensor(
+        self.device.xp.asarray(self.data.argmax(axis=axis, keepdims=keepdims)))
+    T.argmin = lambda self, axis=None, keepdims=False: Tensor(
+        self.device.xp.asarray(self.data.argmin(axis=axis, keepdims=keepdims)))
 
 
 _install_tensor_methods()

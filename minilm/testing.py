@@ -98,7 +98,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1
     return True
 
 
-def gradgradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-4, atol: float = 1e-7, seed: int = 0, **kwargs) -> bool:
+def gradgradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-4, atol: float = 1e-7, seed: int = 0,
+                  **kwargs) -> bool:
     """Check second derivatives: the gradient computed with create_graph=True must itself
     have correct gradients (checked by `gradcheck` on a random projection of it)."""
     checked = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]

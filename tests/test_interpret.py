@@ -49,7 +49,8 @@ def test_integrated_gradients_are_complete(make):
     for target in (None, 1):
         result = interpret.integrated_gradients(model, tokenizer, TEXT, target=target, steps=24, batch_size=7)
         difference = result.output - result.baseline_output
-        assert abs(difference) > 1e-4  # a real test: the output moves along the path (4e-4 seen with CuPy-drawn weights)
+        # a real test: the output moves along the path (4e-4 seen with CuPy-drawn weights)
+        assert abs(difference) > 1e-4
         assert abs(result.completeness_gap) <= 0.01 * abs(difference), (result.completeness_gap, difference)
         assert result.scores.sum() == pytest.approx(result.attributions.sum())
 
@@ -78,7 +79,7 @@ def test_gradient_x_input_is_the_first_order_term():
     assert result.output == pytest.approx(f(1.0))
     assert result.target_name == "next token " + tokenizer.decode([4])
     with pytest.raises(ValueError, match="integrated gradients"):
-        result.completeness_gap
+        _ = result.completeness_gap
 
 
 def test_attribution_leaves_the_model_as_it_was():

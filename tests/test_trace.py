@@ -42,7 +42,7 @@ def test_wrappers_are_removed_on_exit_even_after_an_error():
     with pytest.raises(ZeroDivisionError):
         with Trace():
             assert Function.__call__ is not call
-            1 / 0
+            _ = 1 / 0
     assert Function.__call__ is call and Mul.__dict__["backward"] is backward
 
 

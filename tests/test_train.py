@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import minilm as ml
+from minilm.autograd import Tensor
 from minilm.models import GPT, GPTConfig
 from minilm.train import CausalLMTask, Trainer, TrainingConfig, TrainingDiverged
 
@@ -15,8 +16,9 @@ def _setup(out_dir, **overrides):
     tokens = np.random.default_rng(0).integers(0, 40, 3000)
     model = GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=0.1))
     task = CausalLMTask(tokens[:2500], tokens[2500:], block_size=16, batch_size=4, seed=0)
-    config = TrainingConfig(max_steps=12, batch_size=4, lr=1e-2, warmup_steps=3, log_interval=1, eval_interval=4,
-                            checkpoint_interval=6, eval_batches=2, grad_accum=2, **overrides)
+    settings = dict(max_steps=12, batch_size=4, lr=1e-2, warmup_steps=3, log_interval=1, eval_interval=4,
+                    checkpoint_interval=6, eval_batches=2, grad_accum=2)
+    config = TrainingConfig(**(settings | overrides))
     return Trainer(model, task, config, out_dir=out_dir, quiet=True)
 
 
@@ -109,3 +111,47 @@ def test_mixed_precision_training_resumes_bit_for_bit_and_tracks_float32(tmp_pat
     fresh = _setup(tmp_path / "c", precision="fp16")
     with pytest.raises(ValueError, match="no loss-scaler state"):
         fresh.load_checkpoint(tmp_path / "fp32" / "checkpoint")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_the_first_step_learns_under_every_warmup_schedule(schedule):
+    trainer = _setup(None, schedule=schedule)  # lr 1e-2, 3 warmup steps
+    # Optimizer steps 1, 2, 3 climb lr/3, 2lr/3, lr: the first step already learns.
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 3)
+    assert [trainer.scheduler.lr_at(step)[0] for step in range(3)] == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2])
+    before = [p.numpy().copy() for p in trainer.model.parameters()]
+    trainer.fit(stop_at_step=1)
+    assert any(not np.array_equal(old, p.numpy()) for old, p in zip(before, trainer.model.parameters()))
+
+
+def test_micro_batches_do_not_each_read_the_loss_back_to_the_host(monkeypatch):
+    """Gradient accumulation adds no device-to-host reads: the step's loss is summed where it
+    is computed and read once per optimizer step (a GPU sync each, where reads are slow)."""
+    reads = []
+
+    def counted(read):
+        def method(self, *args, **kwargs):
+            reads.append(read.__name__)
+            return read(self, *args, **kwargs)
+        return method
+
+    for name in ("item", "numpy"):
+        monkeypatch.setattr(Tensor, name, counted(getattr(Tensor, name)))
+
+    def host_reads(grad_accum):
+        trainer = _setup(None, grad_accum=grad_accum)
+        trainer.config.eval_interval = 1000  # training steps only
+        reads.clear()
+        trainer.fit(stop_at_step=3)
+        return len(reads)
+
+    assert host_reads(4) == host_reads(1)
+
+
+def test_a_nan_loss_in_any_micro_batch_stops_that_step():
+    trainer = _setup(None)  # grad_accum 2
+    trainer.task.__class__ = _PoisonedTask
+    _PoisonedTask.calls = 5  # the 2nd micro-batch of step 1 is NaN, the first is finite
+    with pytest.raises(TrainingDiverged, match="the loss became nan at step 1"):
+        trainer.fit()
+    assert trainer.step == 0

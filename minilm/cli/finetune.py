@@ -23,7 +23,8 @@ def add_parser(commands) -> None:
     finetune.add_argument("--out", default="runs/finetune", help="output folder (default runs/finetune)")
     finetune.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="array backend")
     finetune.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                          help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss scaling (for the GPU; NumPy emulates float16 and is slower)")
+                          help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss "
+                               "scaling (for the GPU; NumPy emulates float16 and is slower)")
     finetune.add_argument("--quiet", action="store_true", help="no progress output")
     finetune.set_defaults(run=run)
 

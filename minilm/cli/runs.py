@@ -104,7 +104,7 @@ def prepare_train_run(args):
         say(args, f"data: {source}: {len(text):,} characters -> {len(train_ids):,} train / {len(val_ids):,} "
                   f"validation tokens ({args.tokenizer}, vocab {tokenizer.vocab_size}, "
                   f"{time.perf_counter() - started:.1f} s)")
-        model_config = model_config_from(args, tokenizer.vocab_size)
+        model_config = model_config_from(args, tokenizer)
         training = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                                   lr=args.lr, warmup_steps=min(args.warmup, args.steps), weight_decay=args.weight_decay,
                                   eval_interval=args.eval_interval, checkpoint_interval=args.checkpoint_interval,
@@ -134,7 +134,9 @@ def encode_plain(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text)
 
 
-def model_config_from(args, vocab_size: int) -> dict:
+def model_config_from(args, tokenizer) -> dict:
+    """The model config (a JSON-ready dict) for `args.model`, sized by the arguments, for `tokenizer`."""
+    vocab_size = tokenizer.vocab_size
     if args.width % args.heads:
         raise CommandError(f"--width {args.width} is not divisible by --heads {args.heads}")
     if args.model == "gpt":
@@ -144,7 +146,9 @@ def model_config_from(args, vocab_size: int) -> dict:
         return {"vocab_size": vocab_size, "hidden_size": args.width, "num_hidden_layers": args.layers,
                 "num_attention_heads": args.heads, "intermediate_size": 4 * args.width,
                 "max_position_embeddings": args.block_size, "hidden_dropout_prob": args.dropout,
-                "attention_probs_dropout_prob": args.dropout, "pad_token_id": 0}
+                "attention_probs_dropout_prob": args.dropout,
+                # The tokenizer's own [PAD], never id 0: in a byte-level BPE, 0 is the byte 0x00.
+                "pad_token_id": tokenizer.special_tokens["[PAD]"]}
     return {"vocab_size": vocab_size, "n_embd": args.width, "hidden_size": args.width, "num_layers": args.layers,
             "dropout": args.dropout}
 

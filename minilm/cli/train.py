@@ -22,9 +22,12 @@ def add_parser(commands) -> None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", nargs="+", metavar="FILE", help="UTF-8 text files (default: the Python docs built into CPython)")
-    p.add_argument("--model", choices=MODEL_KINDS, default="gpt", help="gpt (causal LM), bert (masked LM), lstm (causal LM)")
-    p.add_argument("--tokenizer", choices=("bpe", "char"), default="bpe", help="byte-level BPE or characters (default bpe)")
+    p.add_argument("--data", nargs="+", metavar="FILE",
+                   help="UTF-8 text files (default: the Python docs built into CPython)")
+    p.add_argument("--model", choices=MODEL_KINDS, default="gpt",
+                   help="gpt (causal LM), bert (masked LM), lstm (causal LM)")
+    p.add_argument("--tokenizer", choices=("bpe", "char"), default="bpe",
+                   help="byte-level BPE or characters (default bpe)")
     p.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size (default 1024)")
     p.add_argument("--layers", type=int, default=4, help="Transformer blocks / LSTM layers (default 4)")
     p.add_argument("--width", type=int, default=128, help="embedding width (default 128)")
@@ -39,12 +42,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
     p.add_argument("--eval-interval", type=int, default=100, help="steps between evaluations (default 100)")
     p.add_argument("--checkpoint-interval", type=int, default=200, help="steps between checkpoints (default 200)")
-    p.add_argument("--patience", type=int, default=0, help="early stopping after N evaluations without improvement (0 = off)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out for validation (default 0.1)")
+    p.add_argument("--patience", type=int, default=0,
+                   help="early stopping after N evaluations without improvement (0 = off)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the text held out for validation (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="array backend (default: MINILM_BACKEND or numpy)")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
+                   help="array backend (default: MINILM_BACKEND or numpy)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                   help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss scaling (for the GPU; NumPy emulates float16 and is slower)")
+                   help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss scaling "
+                        "(for the GPU; NumPy emulates float16 and is slower)")
     p.add_argument("--out-dir", default="runs", help="where run folders go (default runs/)")
     p.add_argument("--name", default=None, help="run folder name (default: MODEL-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -75,7 +82,8 @@ def run(args) -> int:
     if config["model"] == "bert":
         special = {k: tokenizer.special_tokens[v] for k, v in
                    (("pad", "[PAD]"), ("cls", "[CLS]"), ("sep", "[SEP]"), ("mask", "[MASK]"))}
-        task = MaskedLMTask(train_ids, val_ids, block, training.batch_size, special, tokenizer.vocab_size, training.seed)
+        task = MaskedLMTask(train_ids, val_ids, block, training.batch_size, special, tokenizer.vocab_size,
+                            training.seed)
     else:
         task = CausalLMTask(train_ids, val_ids, block, training.batch_size, training.seed)
     trainer = Trainer(model, task, training, out_dir=run_dir, quiet=args.quiet)

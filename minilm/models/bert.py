@@ -49,7 +49,8 @@ class BertConfig:
             raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
         if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"BertConfig: unsupported hidden_act {self.hidden_act!r}; expected one of {sorted(_ACTIVATIONS)}")
+            raise ValueError(f"BertConfig: unsupported hidden_act {self.hidden_act!r}; "
+                             f"expected one of {sorted(_ACTIVATIONS)}")
 
     @classmethod
     def from_hf(cls, hf: dict) -> "BertConfig":
@@ -62,7 +63,8 @@ class BertConfig:
     def to_hf(self, architecture: str) -> dict:
         config = asdict(self)
         config.pop("num_labels")
-        config["id2label"] = {str(k): v for k, v in (self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}).items()}
+        id2label = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        config["id2label"] = {str(k): v for k, v in id2label.items()}
         config["label2id"] = {v: int(k) for k, v in config["id2label"].items()}
         config.update(model_type="bert", architectures=[architecture], position_embedding_type="absolute")
         return config
@@ -210,7 +212,8 @@ class BertForMaskedLM(nn.Module):
         self.transform = nn.Linear(c.hidden_size, c.hidden_size)
         self.act = nn.GELU("tanh" if _ACTIVATIONS[c.hidden_act] == "gelu_tanh" else "none")
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-        self.decoder_bias = nn.Parameter(self.transform.weight.device.xp.zeros(c.vocab_size, dtype=self.transform.weight.dtype))
+        weight = self.transform.weight
+        self.decoder_bias = nn.Parameter(weight.device.xp.zeros(c.vocab_size, dtype=weight.dtype))
         self.transform.apply(_bert_init)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
@@ -271,7 +274,8 @@ class BertForSequenceClassification(nn.Module):
 
     def _hf_mapping(self) -> list[WeightMap]:
         maps = [m.prefixed("bert.", "bert.") for m in self.bert._hf_mapping()]
-        return maps + [WeightMap("classifier.weight", "classifier.weight"), WeightMap("classifier.bias", "classifier.bias")]
+        return maps + [WeightMap("classifier.weight", "classifier.weight"),
+                       WeightMap("classifier.bias", "classifier.bias")]
 
     @classmethod
     def from_pretrained(cls, folder, num_labels: int | None = None) -> "BertForSequenceClassification":

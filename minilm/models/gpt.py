@@ -152,7 +152,8 @@ class GPT(nn.Module, GenerationMixin):
                      ("ln_2.weight", "ln_2.weight", False), ("ln_2.bias", "ln_2.bias", False),
                      ("mlp.fc.weight", "mlp.c_fc.weight", True), ("mlp.proj.weight", "mlp.c_proj.weight", True)]
             if bias:
-                pairs += [("attn.in_proj.bias", "attn.c_attn.bias", False), ("attn.out_proj.bias", "attn.c_proj.bias", False),
+                pairs += [("attn.in_proj.bias", "attn.c_attn.bias", False),
+                          ("attn.out_proj.bias", "attn.c_proj.bias", False),
                           ("mlp.fc.bias", "mlp.c_fc.bias", False), ("mlp.proj.bias", "mlp.c_proj.bias", False)]
             maps += [WeightMap(ours + a, theirs + b, t) for a, b, t in pairs]
         maps += [WeightMap("ln_f.weight", "ln_f.weight"), WeightMap("ln_f.bias", "ln_f.bias")]

@@ -23,7 +23,8 @@ class LSTMConfig:
 
     def __post_init__(self):
         if self.tie_weights and self.n_embd != self.hidden_size:
-            raise ValueError(f"LSTMConfig: tie_weights needs n_embd == hidden_size, got {self.n_embd} and {self.hidden_size}")
+            raise ValueError(f"LSTMConfig: tie_weights needs n_embd == hidden_size, "
+                             f"got {self.n_embd} and {self.hidden_size}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +42,8 @@ class LSTMLanguageModel(nn.Module, GenerationMixin):
                             dropout=c.dropout if c.num_layers > 1 else 0.0)
         self.head = None if c.tie_weights else nn.Linear(c.hidden_size, c.vocab_size)
         weight = self.embedding.weight
-        self.head_bias = nn.Parameter(weight.device.xp.zeros(c.vocab_size, dtype=weight.dtype)) if c.tie_weights else None
+        self.head_bias = (nn.Parameter(weight.device.xp.zeros(c.vocab_size, dtype=weight.dtype)) if c.tie_weights
+                          else None)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
     def forward(self, ids, targets=None, state=None, return_state: bool = False):

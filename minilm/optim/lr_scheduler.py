@@ -11,6 +11,10 @@ it to an optimizer:
 As in PyTorch, creating a scheduler sets the learning rates for step 0, and each `step()`
 moves to the next step: group lr = base lr * factor(step). `state_dict()` holds only
 numbers (the schedule's function itself is code, rebuilt by constructing the scheduler).
+
+Warmups climb linearly and start above zero: step 0 (the first optimizer step) uses
+1/warmup_steps of the base lr, step warmup_steps - 1 the full lr, so no step is wasted at
+learning rate 0.
 """
 
 from __future__ import annotations
@@ -25,19 +29,30 @@ def constant(step: int) -> float:
     return 1.0
 
 
+def _warmup(step: int, warmup_steps: int) -> float:
+    """The warmup ramp: (step + 1) / warmup_steps, reaching 1 at the last warmup step."""
+    return (step + 1) / warmup_steps
+
+
+def warmup_constant(step: int, warmup_steps: int) -> float:
+    """Linear warmup over `warmup_steps`, then the base learning rate."""
+    return _warmup(step, warmup_steps) if step < warmup_steps else 1.0
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """Linear warmup from 0 over `warmup_steps`, then a half cosine down to `min_ratio` at
-    `total_steps` (and `min_ratio` after), as Hugging Face's cosine schedule with a floor."""
+    """Linear warmup over `warmup_steps`, then a half cosine down to `min_ratio` at
+    `total_steps` (and `min_ratio` after): Hugging Face's cosine schedule with a floor, except
+    that the warmup starts at 1/warmup_steps, not 0."""
     if step < warmup_steps:
-        return step / max(1, warmup_steps)
+        return _warmup(step, warmup_steps)
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def warmup_linear(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """Linear warmup from 0 over `warmup_steps`, then linear decay to `min_ratio` at `total_steps`."""
+    """Linear warmup over `warmup_steps`, then linear decay to `min_ratio` at `total_steps`."""
     if step < warmup_steps:
-        return step / max(1, warmup_steps)
+        return _warmup(step, warmup_steps)
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
 

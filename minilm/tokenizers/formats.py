@@ -94,7 +94,8 @@ def read_tiktoken_ranks(path: str | os.PathLike) -> dict[bytes, int]:
 
 
 def write_tiktoken_ranks(path: str | os.PathLike, ranks: dict[bytes, int]) -> None:
-    lines = [f"{base64.b64encode(token).decode('ascii')} {rank}" for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
+    lines = [f"{base64.b64encode(token).decode('ascii')} {rank}"
+             for token, rank in sorted(ranks.items(), key=lambda item: item[1])]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
@@ -182,7 +183,8 @@ def _pattern_from_pre_tokenizer(pre_tokenizer: dict | None, source: str) -> str:
         steps = pre_tokenizer.get("pretokenizers", [])
         if len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel":
             split, byte_level = steps
-            if byte_level_pattern(byte_level) is None and split.get("behavior") == "Isolated" and not split.get("invert"):
+            isolated = split.get("behavior") == "Isolated" and not split.get("invert")
+            if byte_level_pattern(byte_level) is None and isolated:
                 if "Regex" in split["pattern"]:
                     return split["pattern"]["Regex"]
                 return regex.escape(split["pattern"]["String"])
@@ -223,7 +225,8 @@ def write_tokenizer_json(
     pattern: str,
 ) -> None:
     """Write a Hugging Face `tokenizer.json` (merges in the newer [left, right] form)."""
-    vocab = {bytes_to_printable(token): token_id for token, token_id in sorted(token_ids.items(), key=lambda item: item[1])}
+    vocab = {bytes_to_printable(token): token_id
+             for token, token_id in sorted(token_ids.items(), key=lambda item: item[1])}
     merges = [[bytes_to_printable(left), bytes_to_printable(right)] for left, right in recover_merges(ranks)]
     added_tokens = [
         {"id": token_id, "content": text, "single_word": False, "lstrip": False, "rstrip": False,

@@ -30,7 +30,8 @@ class CausalLMTask:
         self.sampler = RandomWindowSampler(train_tokens, block_size, batch_size, seed)
         self.val_tokens, self.block_size, self.batch_size = val_tokens, block_size, batch_size
         if len(val_tokens) < block_size + 1:
-            raise ValueError(f"validation data has {len(val_tokens)} tokens, fewer than block_size + 1 = {block_size + 1}")
+            raise ValueError(f"validation data has {len(val_tokens)} tokens, "
+                             f"fewer than block_size + 1 = {block_size + 1}")
 
     def next_batch(self) -> dict:
         ids, targets = self.sampler.next_batch()

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import amp, distributed, nn, optim
 from .. import backend as _backend
-from ..autograd import no_grad
+from ..autograd import Tensor, no_grad
 from ..viz.plots import image_path, save_line_plot
 from . import checkpoint
 
@@ -124,7 +124,7 @@ class Trainer:
     def _lr_factor(self, step: int) -> float:
         c = self.config
         if c.schedule == "constant":
-            return 1.0 if step >= c.warmup_steps or c.warmup_steps == 0 else (step + 1) / c.warmup_steps
+            return optim.lr_scheduler.warmup_constant(step, c.warmup_steps)
         schedule = optim.lr_scheduler.warmup_cosine if c.schedule == "cosine" else optim.lr_scheduler.warmup_linear
         return schedule(step, c.warmup_steps, c.max_steps, c.min_lr_ratio)
 
@@ -164,7 +164,8 @@ class Trainer:
             if self.out_dir is not None and (self.step % c.checkpoint_interval == 0 or self.step == last or stop):
                 self.save_checkpoint()
             if stop:
-                self._say(f"early stopping at step {self.step}: {c.early_stopping_patience} evaluations without improvement")
+                self._say(f"early stopping at step {self.step}: {c.early_stopping_patience} evaluations "
+                          "without improvement")
                 break
 
     def _train_step(self) -> tuple[float, int]:
@@ -173,19 +174,22 @@ class Trainer:
         # run then draws exactly what an uninterrupted one does, on any device (CuPy's
         # generator state, unlike NumPy's, cannot be saved in a checkpoint).
         _backend.manual_seed((c.seed * 1_000_003 + self.step) % 2**63)
-        total, tokens = 0.0, 0
+        loss_sum, tokens = None, 0  # the step's mean micro-batch loss, summed on the device in float64
         for _ in range(c.grad_accum):
             batch = self.comm.shard(self.task.next_batch())  # every rank draws the global batch
             with amp.autocast(enabled=self.mixed_precision):
                 loss = self.task.loss(self.model, batch)
-            value = float(loss.item())
-            if self._allreduce is None:
-                self._check_finite(value)
             self.scaler.scale(loss * (1.0 / c.grad_accum)).backward()
-            total += value / c.grad_accum
+            # Summed where it was computed: reading each micro-batch's loss back to the host
+            # would make the CPU wait for the GPU once per micro-batch.
+            part = loss.data.astype(np.float64) / c.grad_accum
+            loss_sum = part if loss_sum is None else loss_sum + part
             first = next(iter(batch.values()))
             tokens += int(np.prod(first.shape)) * self.comm.size
-        if self._allreduce is not None:
+        total = Tensor(loss_sum).item()  # the step's one read of the loss
+        if self._allreduce is None:
+            self._check_finite(total)  # before the optimizer step: a NaN step changes no weight
+        else:
             # The mean over ranks of per-rank mean losses and gradients: the full-batch mean
             # when every rank counts the same number of targets (causal LM windows,
             # classification). A NaN on any rank makes the mean NaN, so all ranks stop together.

@@ -4,11 +4,12 @@ over small random shapes and options drawn by hypothesis; plus the layers' behav
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minilm as ml
 from minilm import nn
-from minilm.testing import arrays, gradgradcheck, gradcheck
+from minilm.testing import arrays, gradcheck, gradgradcheck
 
 from ..helpers import leaf
 
@@ -37,7 +38,8 @@ def test_linear(data, bias):
 def test_embedding(data):
     vocab, width = data.draw(st.integers(2, 5)), data.draw(st.integers(1, 3))
     ids = np.asarray(data.draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=6)))
-    check_layer(nn.Embedding(vocab, width), ml.tensor(ids.reshape(-1, 1 if ids.size % 2 else 2), device=ml.default_device()))
+    grid = ids.reshape(-1, 1 if ids.size % 2 else 2)
+    check_layer(nn.Embedding(vocab, width), ml.tensor(grid, device=ml.default_device()))
     # With a padding_idx the padding row's gradient is zero by design (not the true
     # derivative), so it is checked on its own: every other row still matches.
     padding_idx = data.draw(st.integers(0, vocab - 1))

@@ -51,7 +51,7 @@ def test_reassigning_and_deleting_attributes():
     del model.weight
     assert list(model.parameters()) == []
     with pytest.raises(AttributeError, match="no attribute 'weight'"):
-        model.weight
+        _ = model.weight
 
 
 def test_train_eval_and_zero_grad():

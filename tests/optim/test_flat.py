@@ -82,7 +82,7 @@ def test_parameters_and_gradients_are_views_into_the_buffers():
     optimizer = make_optimizer(model, True)
     flat = optimizer.flat
     assert flat.size == sum(p.size for p in model.parameters())
-    for index, p in enumerate(flat.params):
+    for p in flat.params:
         assert shares_memory(p.data, flat.data)
         assert shares_memory(p.grad.data, flat.grads)
     flat.data[...] = 0.5  # writing the buffer is writing the model

@@ -27,7 +27,7 @@ def run(scheduler, steps):
 
 def test_warmup_cosine_shape():
     f = lambda s: lr_scheduler.warmup_cosine(s, warmup_steps=10, total_steps=110, min_ratio=0.1)  # noqa: E731
-    assert f(0) == 0.0 and f(5) == 0.5 and f(10) == 1.0
+    assert f(0) == 0.1 and f(4) == 0.5 and f(9) == 1.0 and f(10) == 1.0  # the first step already learns
     assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)
     assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
     assert all(f(s) >= f(s + 1) for s in range(10, 200))
@@ -35,9 +35,11 @@ def test_warmup_cosine_shape():
 
 def test_warmup_linear_and_step_decay_and_constant():
     f = lambda s: lr_scheduler.warmup_linear(s, warmup_steps=4, total_steps=14)  # noqa: E731
-    assert [f(s) for s in (0, 2, 4, 9, 14, 20)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
+    assert [f(s) for s in (0, 2, 4, 9, 14, 20)] == pytest.approx([0.25, 0.75, 1.0, 0.5, 0.0, 0.0])
     assert [lr_scheduler.step_decay(s, 3, 0.5) for s in range(7)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.25]
     assert lr_scheduler.constant(1000) == 1.0
+    assert [lr_scheduler.warmup_constant(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_scheduler.warmup_constant(0, 0) == 1.0
 
 
 def test_scheduler_objects_follow_their_functions_per_group():
@@ -46,9 +48,9 @@ def test_scheduler_objects_follow_their_functions_per_group():
     for step, (lr0, lr1) in enumerate(lrs):
         factor = lr_scheduler.warmup_cosine(step, 3, 20, 0.2)
         assert lr0 == pytest.approx(0.1 * factor) and lr1 == pytest.approx(0.01 * factor)
-    assert scheduler.lr_at(2) == pytest.approx([0.1 * 2 / 3, 0.01 * 2 / 3])
+    assert scheduler.lr_at(1) == pytest.approx([0.1 * 2 / 3, 0.01 * 2 / 3])
     linear = lr_scheduler.WarmupLinearLR(make_optimizer(), warmup_steps=2, total_steps=6)
-    assert [lr[0] for lr in run(linear, 7)] == pytest.approx([0.0, 0.05, 0.1, 0.075, 0.05, 0.025, 0.0, 0.0])
+    assert [lr[0] for lr in run(linear, 7)] == pytest.approx([0.05, 0.1, 0.1, 0.075, 0.05, 0.025, 0.0, 0.0])
 
 
 def test_step_and_lambda_schedulers_match_torch():

@@ -163,7 +163,8 @@ def test_bad_allowed_special_is_rejected(trained):
 
 def test_encode_batch(trained):
     texts = ["one", "two <|fim|>", ""]
-    assert trained.encode_batch(texts, allowed_special="all") == [trained.encode(t, allowed_special="all") for t in texts]
+    expected = [trained.encode(t, allowed_special="all") for t in texts]
+    assert trained.encode_batch(texts, allowed_special="all") == expected
 
 
 # ---- decoding --------------------------------------------------------------------------------

@@ -124,7 +124,8 @@ def test_import_of_hf_trained_tokenizer_json(hf_trained_dir, varied_text):
 
 def test_import_of_old_merges_format(hf_trained_dir, tmp_path, varied_text):
     document = json.loads((hf_trained_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    document["model"]["merges"] = [" ".join(pair) if isinstance(pair, list) else pair for pair in document["model"]["merges"]]
+    merges = document["model"]["merges"]
+    document["model"]["merges"] = [" ".join(pair) if isinstance(pair, list) else pair for pair in merges]
     (tmp_path / "tokenizer.json").write_text(json.dumps(document), encoding="utf-8")
     reference = hf.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     loaded = BPETokenizer.from_tokenizer_json(tmp_path / "tokenizer.json")
