@@ -5,7 +5,7 @@
     model.num_parameters(), model.state_dict().keys()
 """
 
-from . import init, utils
+from . import init, lora, utils
 from .attention import KVCache, MultiHeadAttention
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, RMSNorm, Sigmoid, SiLU, Tanh
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
@@ -16,5 +16,5 @@ from .transformer import MLP, SwiGLU, TransformerBlock
 __all__ = [
     "GELU", "LSTM", "MLP", "RNN", "Dropout", "Embedding", "IncompatibleKeys", "KVCache", "LayerNorm", "Linear",
     "Module", "ModuleDict", "ModuleList", "MultiHeadAttention", "Parameter", "ReLU", "RMSNorm", "RotaryEmbedding",
-    "Sequential", "Sigmoid", "SiLU", "SwiGLU", "Tanh", "TransformerBlock", "init", "utils",
+    "Sequential", "Sigmoid", "SiLU", "SwiGLU", "Tanh", "TransformerBlock", "init", "lora", "utils",
 ]
