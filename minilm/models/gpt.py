@@ -46,7 +46,7 @@ class GPTConfig:
         return asdict(self)
 
 
-class GPT(nn.Module, GenerationMixin):
+class GPT(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
