@@ -97,14 +97,9 @@ class BPETokenizer(Tokenizer):
 
     def _check_tables(self) -> None:
         missing = [byte for byte in range(256) if bytes([byte]) not in self._ranks]
-<<<<<<< HEAD
         if missing and self.missing_bytes == "error":
-            raise ValueError(f"mergeable_ranks lacks {len(missing)} single bytes (first: 0x{missing[0]:02x}); all 256 are needed")
-=======
-        if missing:
             raise ValueError(f"mergeable_ranks lacks {len(missing)} single bytes (first: 0x{missing[0]:02x}); "
                              "all 256 are needed")
->>>>>>> main
         if len(set(self._ranks.values())) != len(self._ranks):
             raise ValueError("mergeable_ranks gives the same rank to two tokens")
         if self._token_ids.keys() != self._ranks.keys():
