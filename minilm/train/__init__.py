@@ -4,14 +4,16 @@
     task = CausalLMTask(train_ids, val_ids, block_size=128, batch_size=16)
     Trainer(model, task, TrainingConfig(max_steps=600), out_dir="runs/x").fit()
 
-    tasks.py       CausalLMTask, MaskedLMTask, ClassificationTask: data, loss and evaluation of one kind of training
+    tasks.py       CausalLMTask, MaskedLMTask, ClassificationTask, ChatTuningTask: data, loss and evaluation
+                   of one kind of training
+    chat_data.py   conversations (JSONL or built-in) rendered with a chat template, assistant-only labels
     trainer.py     TrainingConfig and the Trainer: the loop, schedule, mixed precision, logging, early stopping
     checkpoint.py  saving and restoring a run (model, optimizer, loss scale, schedule, data position)
 """
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .tasks import CausalLMTask, ClassificationTask, MaskedLMTask
+from .tasks import CausalLMTask, ChatTuningTask, ClassificationTask, MaskedLMTask
 from .trainer import Trainer, TrainingConfig, TrainingDiverged
 
-__all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Trainer", "TrainingConfig", "TrainingDiverged",
-           "load_checkpoint", "save_checkpoint"]
+__all__ = ["CausalLMTask", "ChatTuningTask", "ClassificationTask", "MaskedLMTask", "Trainer", "TrainingConfig",
+           "TrainingDiverged", "load_checkpoint", "save_checkpoint"]

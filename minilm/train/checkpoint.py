@@ -2,7 +2,7 @@
 
 A checkpoint is a folder `out_dir/checkpoint/` holding
 
-    model.safetensors       the model's weights
+    model.safetensors       the model's weights (only the trainable ones when part of it is frozen)
     optimizer.safetensors   the optimizer's per-parameter arrays ("<param index>.<name>": exp_avg ...)
     trainer_state.json      the step, the optimizer's scalars and parameter groups, the learning-rate
                             schedule, the fp16 loss scale, the task's data position (its random
@@ -42,7 +42,7 @@ def save_checkpoint(trainer) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    save_file({k: v.numpy() for k, v in trainer.model.state_dict().items()}, staging / "model.safetensors")
+    save_file({k: v.numpy() for k, v in checkpoint_weights(trainer.model).items()}, staging / "model.safetensors")
     optimizer_state = trainer.optimizer.state_dict()
     arrays, scalars = split_optimizer_state(optimizer_state["state"])
     save_file(arrays, staging / "optimizer.safetensors")
@@ -55,6 +55,7 @@ def save_checkpoint(trainer) -> Path:
         "best_metric": trainer.best_metric if math.isfinite(trainer.best_metric) else None,
         "evals_without_improvement": trainer.evals_without_improvement,
         "config": asdict(trainer.config),
+        "trainable_only": _has_frozen_weights(trainer.model),
     }
     atomic_write_text(staging / "trainer_state.json", json.dumps(state, indent=1))
     old = trainer.out_dir / ".checkpoint-old"
@@ -73,7 +74,13 @@ def load_checkpoint(trainer, folder) -> None:
     folder = Path(folder)
     # Rank 0 reads the files and sends them: the other ranks need no shared filesystem.
     state, weights, arrays, history = trainer.comm.run_on_main(lambda: read_checkpoint(folder, trainer.out_dir))
-    trainer.model.load_state_dict(weights)
+    if state.get("trainable_only"):  # the frozen weights are the base model's, loaded with it
+        unknown = sorted(set(weights) - set(checkpoint_weights(trainer.model)))
+        if unknown:
+            raise ValueError(f"{folder}: checkpoint weights the model does not train: {', '.join(unknown[:4])}")
+        trainer.model.load_state_dict(weights, strict=False)
+    else:
+        trainer.model.load_state_dict(weights)
     trainer.optimizer.load_state_dict({"state": join_optimizer_state(arrays, state["optimizer"]["scalars"]),
                                        "param_groups": state["optimizer"]["param_groups"]})
     trainer.scheduler.load_state_dict(state["scheduler"])
@@ -88,6 +95,20 @@ def load_checkpoint(trainer, folder) -> None:
     trainer.evals_without_improvement = state["evals_without_improvement"]
     if history is not None:
         trainer.history = [r for r in history if r["step"] <= trainer.step]
+
+
+def _has_frozen_weights(model) -> bool:
+    return any(not p.requires_grad for p in model.parameters())
+
+
+def checkpoint_weights(model) -> dict:
+    """The weights a checkpoint holds: all of them, or only the trainable ones when part of the
+    model is frozen (LoRA: the adapters, not a copy of the base model at every checkpoint)."""
+    state = model.state_dict()
+    if not _has_frozen_weights(model):
+        return state
+    trainable = {name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+    return {name: value for name, value in state.items() if name in trainable}
 
 
 def read_checkpoint(folder: Path, out_dir: Path | None) -> tuple:
