@@ -38,8 +38,9 @@ def load_pretrained(path):
             raise ChatError(f"{adapter}: the adapter's base model {base!r} (base_model_name_or_path) is not found")
         model, tokenizer = load_pretrained(base)
         return lora.load_adapter(model, adapter).eval(), tokenizer
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ChatError(f"{path}: neither a .gguf file nor a model folder with config.json")
+    if not is_pretrained(path):
+        raise ChatError(f"{path}: neither a .gguf file nor a Hugging Face model folder (config.json with a "
+                        f"model_type); a `minilm train` run folder has no chat template to chat with")
     return Llama.from_pretrained(path), BPETokenizer.from_pretrained(path)
 
 

@@ -341,12 +341,24 @@ def embedding(ids, weight: Tensor) -> Tensor:
     return ops.getitem(weight, ids)
 
 
+# With this few rows (decoding one token per sequence), a Linear is one pass over its
+# weights, bound by memory. NumPy's einsum streams each weight row once in the calling
+# thread; OpenBLAS wakes and joins its threads for every call, which costs more than the
+# work at this size and collapses when other processes share the cores (measured on a
+# loaded 2-core machine, SmolLM2's layer shapes: einsum 1.5x faster than 1-thread OpenBLAS
+# for one row, 30x faster than 2-thread OpenBLAS; equal at 4 rows, slower above).
+_FEW_ROWS = 2
+
+
 class Linear(Function):
     """y = x @ W^T + b in one node: one GEMM forward, two GEMMs and a sum backward."""
 
     def forward(self, x, weight, bias=None):
         x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large GEMM
-        y = x2 @ weight.T  # [N, in] @ [in, out] -> [N, out]
+        if x2.shape[0] <= _FEW_ROWS and isinstance(x2, np.ndarray):
+            y = np.einsum("ni,oi->no", x2, weight)  # token-by-token decoding: see _FEW_ROWS
+        else:
+            y = x2 @ weight.T  # [N, in] @ [in, out] -> [N, out]
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -562,7 +574,8 @@ class RMSNorm(Function):
     def forward(self, x, *weight):
         xp = ops._xp(x)
         wide = x.astype(np.float32) if x.dtype == np.float16 else x
-        self.inv_rms = 1.0 / xp.sqrt((wide * wide).mean(axis=-1, keepdims=True) + self.eps)  # [..., 1]
+        mean_square = (wide * wide).sum(axis=-1, keepdims=True) * (1.0 / x.shape[-1])  # [..., 1]
+        self.inv_rms = 1.0 / xp.sqrt(mean_square + self.eps)
         self.x_hat = _in_dtype(wide * self.inv_rms, x.dtype)  # [..., C]
         return self.x_hat * weight[0] if self.has_weight else self.x_hat
 
@@ -587,7 +600,8 @@ class RMSNorm(Function):
 def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tensor:
     """Scale the last axis to unit root-mean-square, then by `weight` [C] (no centring, no bias)."""
     if weight is not None and weight.shape != x.shape[-1:]:
-        raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected {x.shape[-1:]} (the last dim of {x.shape})")
+        raise ValueError(f"rms_norm: weight has shape {weight.shape}, expected {x.shape[-1:]} "
+                         f"(the last dim of {x.shape})")
     return RMSNorm(eps, weight is not None)(x, *([weight] if weight is not None else []))  # [..., C] -> [..., C]
 
 
@@ -609,6 +623,39 @@ def silu(x: Tensor) -> Tensor:
     return SiLU()(x)
 
 
+class SwiGLU(Function):
+    """[gate | up] [..., 2F] -> silu(gate) * up [..., F], as one node (Llama's MLP activation).
+
+    With s = sigmoid(gate):  d/d gate = gy * up * s (1 + gate (1 - s)),  d/d up = gy * gate * s
+    """
+
+    def forward(self, x):
+        half = x.shape[-1] // 2
+        gate, up = x[..., :half], x[..., half:]
+        self.s = ops.Sigmoid().forward(gate)
+        y = gate * self.s
+        y *= up
+        return y
+
+    def backward(self, gy):
+        x = self.value(self.inputs[0])
+        half = x.shape[-1] // 2
+        gate, up = x[..., :half], x[..., half:]
+        if isinstance(gy, Tensor):  # recording: sigmoid as a function of gate
+            s = ops.sigmoid(gate)
+            return ops.concatenate([gy * up * (s * (1 + gate * (1 - s))), gy * gate * s], axis=-1)
+        s = self.s
+        return ops._xp(x).concatenate([gy * up * (s * (1 + gate * (1 - s))), gy * gate * s], axis=-1)
+
+
+@register("swiglu")
+def swiglu(x: Tensor) -> Tensor:
+    """silu(first half) * second half of the last axis: [..., 2F] -> [..., F]."""
+    if x.shape[-1] % 2:
+        raise ValueError(f"swiglu: the last dim must hold gate and up halves, got shape {x.shape}")
+    return SwiGLU()(x)
+
+
 class Rotary(Function):
     """Rotate the pairs (x[i], x[i + D/2]) of the last axis by per-position angles.
 
@@ -625,7 +672,7 @@ class Rotary(Function):
     def forward(self, x):
         xp, half = ops._xp(x), x.shape[-1] // 2
         x1, x2 = x[..., :half], x[..., half:]
-        out = xp.empty(np.broadcast_shapes(x1.shape, self.cos.shape)[:-1] + (2 * half,), dtype=x.dtype)
+        out = xp.empty_like(x)  # cos, sin broadcast against x (apply_rotary checks)
         first, second = out[..., :half], out[..., half:]
         xp.multiply(x1, self.cos, out=first)
         first -= x2 * self.sin  # x1 cos - x2 sin
@@ -635,7 +682,7 @@ class Rotary(Function):
 
     def backward(self, gy):
         inverse = Rotary(self.cos, -self.sin)
-        return ops._reduce_grad_to(inverse(gy) if isinstance(gy, Tensor) else inverse.forward(gy), self.inputs[0])
+        return inverse(gy) if isinstance(gy, Tensor) else inverse.forward(gy)
 
 
 @register("apply_rotary")
@@ -644,7 +691,13 @@ def apply_rotary(x: Tensor, cos, sin) -> Tensor:
     (arrays, broadcast against x, e.g. [B, 1, T, D/2] for x [B, H, T, D])."""
     cos = cos.data if isinstance(cos, Tensor) else cos
     sin = sin.data if isinstance(sin, Tensor) else sin
-    if x.shape[-1] % 2 or cos.shape[-1] != x.shape[-1] // 2 or cos.shape != sin.shape:
-        raise ValueError(f"apply_rotary: x {x.shape} needs an even last dim and cos, sin of shape [..., T, "
-                         f"{x.shape[-1] // 2}]; got cos {cos.shape}, sin {sin.shape}")
+    half_shape = x.shape[:-1] + (x.shape[-1] // 2,)
+    try:
+        fits = not x.shape[-1] % 2 and cos.shape == sin.shape and \
+            np.broadcast_shapes(cos.shape, half_shape) == half_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"apply_rotary: x {x.shape} needs an even last dim and cos, sin that broadcast to "
+                         f"{half_shape}; got cos {cos.shape}, sin {sin.shape}")
     return Rotary(_in_dtype(cos, x.dtype), _in_dtype(sin, x.dtype))(x)

@@ -226,6 +226,36 @@ def draw_layer_norm(data):
     return [data.draw(arrays(shape)), data.draw(arrays((c,))), data.draw(arrays((c,)))], {"eps": 1e-5}
 
 
+def draw_rms_norm(data):
+    shape = data.draw(shapes(min_dims=1))
+    c = shape[-1]
+    return [data.draw(arrays(shape)), data.draw(arrays((c,)))], {"eps": 1e-5}
+
+
+def draw_swiglu(data):
+    shape = data.draw(shapes(min_dims=1))
+    return [data.draw(arrays(shape[:-1] + (2 * shape[-1],), -3, 3))], {}
+
+
+def draw_rotary(data):
+    shape = data.draw(shapes(min_dims=2, max_dims=4))
+    shape = shape[:-1] + (2 * shape[-1],)
+    angles = data.draw(arrays((shape[-2], shape[-1] // 2), -4, 4))  # one angle per position and pair
+    return [data.draw(arrays(shape))], {"cos": np.cos(angles), "sin": np.sin(angles)}
+
+
+def _torch_rotary(x, cos, sin):
+    half = x.shape[-1] // 2
+    cos, sin = _t().as_tensor(cos), _t().as_tensor(sin)
+    x1, x2 = x[..., :half], x[..., half:]
+    return _t().cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def _torch_swiglu(x):
+    half = x.shape[-1] // 2
+    return _t().nn.functional.silu(x[..., :half]) * x[..., half:]
+
+
 def draw_cross_entropy(data):
     n, c = data.draw(st.integers(1, 5)), data.draw(st.integers(2, 5))
     targets = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
@@ -385,6 +415,10 @@ CASES = {
     "gelu": Case(draw_gelu, F.gelu, lambda x, approximate: _t().nn.functional.gelu(x, approximate=approximate)),
     "layer_norm": Case(draw_layer_norm, F.layer_norm,
                        lambda x, w, b, eps: _t().nn.functional.layer_norm(x, w.shape, w, b, eps)),
+    "rms_norm": Case(draw_rms_norm, F.rms_norm, lambda x, w, eps: _t().nn.functional.rms_norm(x, w.shape, w, eps)),
+    "silu": Case(unary(-4, 4), F.silu, lambda x: _t().nn.functional.silu(x)),
+    "swiglu": Case(draw_swiglu, F.swiglu, _torch_swiglu),
+    "apply_rotary": Case(draw_rotary, F.apply_rotary, _torch_rotary),
     "cross_entropy": Case(draw_cross_entropy, F.cross_entropy, _torch_ce),
     # the same seed before every call, so finite differences see the same mask
     "dropout": Case(draw_dropout, lambda x, p: (ml.manual_seed(7), F.dropout(x, p, training=True))[1], None,

@@ -1,7 +1,6 @@
 """`minilm chat`: the one-shot form on the real SmolLM2, and the conversation bookkeeping
 (context window, system prompt, /reset, /exit) on a tiny random model with SmolLM2's tokenizer."""
 
-import numpy as np
 import pytest
 
 import minilm as ml
@@ -89,3 +88,9 @@ def test_generate_continues_a_prompt_with_a_gguf_model(capsys):
                  "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("The capital of France is") and "Paris" in out
+
+
+def test_a_minilm_run_folder_is_refused_with_a_reason(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model": "gpt", "model_config": {}}')
+    assert main(["chat", str(tmp_path), "--prompt", "hi"]) == 2
+    assert "no chat template" in capsys.readouterr().err

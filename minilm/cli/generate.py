@@ -12,7 +12,8 @@ from .runs import encode_plain, load_run
 
 
 def add_parser(commands) -> None:
-    generate = commands.add_parser("generate", help="generate text from a trained run or a pretrained model, streaming it")
+    generate = commands.add_parser("generate",
+                                   help="generate text from a trained run or a pretrained model, streaming it")
     generate.add_argument("run_dir", help="a run folder written by `minilm train`, a .gguf file or a Hugging Face "
                                           "Llama-family folder")
     generate.add_argument("--prompt", required=True, help="the text to continue")

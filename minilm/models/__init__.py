@@ -15,6 +15,7 @@ from .llama import Llama, LlamaConfig
 from .lstm import LSTMConfig, LSTMLanguageModel
 
 __all__ = [
-    "GPT", "GPTConfig", "Llama", "LlamaConfig", "BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification",
-    "LSTMConfig", "LSTMLanguageModel", "CheckpointError", "mean_pooling", "l2_normalize", "sentence_embeddings",
+    "GPT", "GPTConfig", "Llama", "LlamaConfig", "BertConfig", "BertModel", "BertForMaskedLM",
+    "BertForSequenceClassification", "LSTMConfig", "LSTMLanguageModel", "CheckpointError", "mean_pooling",
+    "l2_normalize", "sentence_embeddings",
 ]

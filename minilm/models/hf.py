@@ -84,40 +84,37 @@ def load_mapped(model, folder, mapping: list[WeightMap], prefixes=("",), tensors
     Each name is looked up with each of `prefixes` in front, in order: Hugging Face saves
     `bert.encoder...` from BertForMaskedLM but `encoder...` from BertModel.
     tensors: a mapping {name: host array} to read instead of the folder's safetensors (e.g.
-    a GGUF file's, dequantized on access); `folder` then only names the source in errors.
+    a GGUF file's, dequantized on access; its optional `shape_of(name)` saves reading a
+    tensor to check its shape); `folder` then only names the source in errors.
+    Every name and shape is checked before anything is copied, so a checkpoint that does
+    not fit leaves the model untouched; then one tensor at a time is read and copied.
     """
     tensors, source = read_weights(folder) if tensors is None else (tensors, str(folder))
-    targets = model.state_dict()
-    problems = []
-    values = {}
+    shape_of = getattr(tensors, "shape_of", lambda name: tensors[name].shape)
+    live = model._state_entries()
+    problems, plan = [], []
     for entry in mapping:
-        pieces = []
-        for part in entry.parts:
-            found = next((p + part for p in prefixes if p + part in tensors), None)
-            if found is None:
-                problems.append(f"missing tensor {prefixes[0] + part!r} (for {entry.ours})")
-                break
-            pieces.append((found, tensors[found].T if entry.transposed else tensors[found]))
-        if len(pieces) != len(entry.parts):
+        found = [next((p + part for p in prefixes if p + part in tensors), None) for part in entry.parts]
+        missing = [prefixes[0] + part for part, name in zip(entry.parts, found) if name is None]
+        problems += [f"missing tensor {name!r} (for {entry.ours})" for name in missing]
+        if missing:
             continue
-        expected = tuple(targets[entry.ours].shape)
-        expected_pieces = [(rows,) + expected[1:] for rows in entry.part_rows(expected[0])]
-        wrong = [(name, a.shape, want) for (name, a), want in zip(pieces, expected_pieces) if tuple(a.shape) != want]
-        for name, shape, want in wrong:
-            shown = tuple(reversed(shape)) if entry.transposed else tuple(shape)
-            wanted = tuple(reversed(want)) if entry.transposed else want
-            problems.append(f"tensor {name!r} has shape {shown}, the model expects {wanted}")
-        if wrong:
-            continue
-        array = pieces[0][1] if len(pieces) == 1 else np.concatenate([a for _, a in pieces], axis=0)
-        values[entry.ours] = np.ascontiguousarray(array)
+        expected = tuple(live[entry.ours].shape)
+        for name, rows in zip(found, entry.part_rows(expected[0])):
+            want = (rows,) + expected[1:]
+            shape = tuple(shape_of(name))
+            if (tuple(reversed(shape)) if entry.transposed else shape) != want:
+                wanted = tuple(reversed(want)) if entry.transposed else want
+                problems.append(f"tensor {name!r} has shape {shape}, the model expects {wanted}")
+        plan.append((entry, found))
     if problems:
         raise CheckpointError(f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
     with no_grad():
-        live = model._state_entries()
-        for name, array in values.items():
-            target = live[name]
-            target.copy_(target.device.asarray(array.astype(target.dtype, copy=False)))
+        for entry, found in plan:
+            pieces = [tensors[name].T if entry.transposed else tensors[name] for name in found]
+            array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+            target = live[entry.ours]
+            target.copy_(target.device.asarray(np.ascontiguousarray(array).astype(target.dtype, copy=False)))
 
 
 def save_mapped(model, folder, mapping: list[WeightMap], config: dict) -> None:

@@ -16,8 +16,9 @@ the embedding. Checkpoints load from a Hugging Face folder or a GGUF file (dequa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import functools
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,10 @@ class LlamaConfig:
         if model_type not in MODEL_TYPES:
             raise CheckpointError(f"{source}: model_type {model_type!r} is not a Llama-family model minilm runs "
                                   f"({', '.join(MODEL_TYPES)})")
+        required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+        missing = [name for name in required if name not in hf]
+        if missing:
+            raise CheckpointError(f"{source}: missing {', '.join(missing)}")
         problems = []
         if hf.get("hidden_act", "silu") != "silu":
             problems.append(f"hidden_act {hf['hidden_act']!r} (minilm's SwiGLU uses silu)")
@@ -202,7 +207,7 @@ class Llama(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, ids, targets=None, attention_mask=None, position_ids=None, caches=None,
-                output_attentions: bool = False) -> ModelOutput:
+                output_attentions: bool = False, logits_to_keep: int = 0) -> ModelOutput:
         """Logits [B, T, vocab] for token ids [B, T] (and the loss, with `targets` [B, T]: the
         next token of each position, -100 to ignore one).
 
@@ -211,6 +216,8 @@ class Llama(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
         position_ids [B or 1, T]: explicit positions instead.
         caches: one KV cache per layer holding P earlier positions (incremental decoding).
         output_attentions: also return each layer's attention weights [B, H, T, P+T].
+        logits_to_keep: the logits of the last that many positions only (0: all). Generation
+        needs the last one: on a prompt, the LM head is then one row instead of T.
         """
         xp = self.embed.weight.device.xp
         ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
@@ -233,6 +240,10 @@ class Llama(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
             x, weights = block(x, rotary, key_padding_mask=key_padding, cache=caches[i] if caches else None,
                                need_weights=output_attentions)
             attentions.append(weights)  # [B, H, T, P+T] (None unless asked for)
+        if logits_to_keep:
+            if targets is not None:
+                raise ValueError("Llama.forward: a loss needs every position's logits; drop logits_to_keep")
+            x = x[:, -logits_to_keep:]  # [B, T, C] -> [B, K, C]
         x = self.norm(x)  # [B, T, C]
         weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x, weight)  # [B, T, C] @ [C, V] -> [B, T, V]
@@ -243,37 +254,13 @@ class Llama(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
         return ModelOutput(logits, loss=loss, attentions=attentions if output_attentions else None)
 
     def decoder(self, capacity: int, use_cache: bool = True) -> CausalDecoder:
-        """The generation loops' view of this model: see `minilm.generation.CausalDecoder`."""
-        return CausalDecoder(self, len(self.blocks), capacity, use_cache)
+        """The generation loops' view of this model: see `minilm.generation.CausalDecoder`.
+        It reads the last position's logits only, so the model computes no others."""
+        return CausalDecoder(functools.partial(self, logits_to_keep=1), len(self.blocks), capacity, use_cache)
 
     # -- Hugging Face layout -------------------------------------------------------------------
     def _hf_mapping(self) -> list[WeightMap]:
-        c = self.config
-        kv = c.num_key_value_heads * c.head_dim
-        qkv_rows = (c.hidden_size, kv, kv)
-        maps = [WeightMap("embed.weight", "model.embed_tokens.weight"), WeightMap("norm.weight", "model.norm.weight")]
-        for i in range(c.num_hidden_layers):
-            ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
-            attention = [theirs + f"self_attn.{p}_proj" for p in "qkv"]
-            mlp = [theirs + f"mlp.{p}_proj" for p in ("gate", "up")]
-            maps += [
-                WeightMap(ours + "attn_norm.weight", theirs + "input_layernorm.weight"),
-                WeightMap(ours + "attn.in_proj.weight", tuple(n + ".weight" for n in attention), rows=qkv_rows),
-                WeightMap(ours + "attn.out_proj.weight", theirs + "self_attn.o_proj.weight"),
-                WeightMap(ours + "mlp_norm.weight", theirs + "post_attention_layernorm.weight"),
-                WeightMap(ours + "mlp.gate_up.weight", tuple(n + ".weight" for n in mlp)),
-                WeightMap(ours + "mlp.down.weight", theirs + "mlp.down_proj.weight"),
-            ]
-            if c.attention_bias:
-                maps.append(WeightMap(ours + "attn.in_proj.bias", tuple(n + ".bias" for n in attention), rows=qkv_rows))
-            if c.attention_out_bias:
-                maps.append(WeightMap(ours + "attn.out_proj.bias", theirs + "self_attn.o_proj.bias"))
-            if c.mlp_bias:
-                maps += [WeightMap(ours + "mlp.gate_up.bias", tuple(n + ".bias" for n in mlp)),
-                         WeightMap(ours + "mlp.down.bias", theirs + "mlp.down_proj.bias")]
-        if self.lm_head is not None:
-            maps.append(WeightMap("lm_head.weight", "lm_head.weight"))
-        return maps
+        return _weight_map(self, HF_NAMES)
 
     @classmethod
     def from_pretrained(cls, path) -> "Llama":
@@ -294,6 +281,51 @@ class Llama(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
         """Write the Hugging Face layout (config.json + model.safetensors) that transformers'
         LlamaForCausalLM / Qwen2ForCausalLM loads."""
         save_mapped(self, folder, self._hf_mapping(), self.config.to_hf())
+
+
+# Checkpoint names of each weight: Hugging Face's and llama.cpp's (GGUF). {i} is the layer.
+HF_NAMES = dict(
+    embed="model.embed_tokens", norm="model.norm", lm_head="lm_head", layer="model.layers.{i}.",
+    attn_norm="input_layernorm", q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+    o="self_attn.o_proj", mlp_norm="post_attention_layernorm", gate="mlp.gate_proj", up="mlp.up_proj",
+    down="mlp.down_proj",
+)
+GGUF_NAMES = dict(
+    embed="token_embd", norm="output_norm", lm_head="output", layer="blk.{i}.", attn_norm="attn_norm",
+    q="attn_q", k="attn_k", v="attn_v", o="attn_output", mlp_norm="ffn_norm", gate="ffn_gate", up="ffn_up",
+    down="ffn_down",
+)
+
+
+def _weight_map(model: Llama, names: dict) -> list[WeightMap]:
+    """Our parameter names against a checkpoint's: q, k, v stacked into the attention's
+    in_proj (rows C, KVH D, KVH D), gate and up into the MLP's gate_up."""
+    c = model.config
+    kv = c.num_key_value_heads * c.head_dim
+    qkv_rows = (c.hidden_size, kv, kv)
+    maps = [WeightMap("embed.weight", names["embed"] + ".weight"), WeightMap("norm.weight", names["norm"] + ".weight")]
+    for i in range(c.num_hidden_layers):
+        ours, theirs = f"blocks.{i}.", names["layer"].format(i=i)
+        qkv = tuple(theirs + names[p] for p in "qkv")
+        gate_up = (theirs + names["gate"], theirs + names["up"])
+        maps += [
+            WeightMap(ours + "attn_norm.weight", theirs + names["attn_norm"] + ".weight"),
+            WeightMap(ours + "attn.in_proj.weight", tuple(n + ".weight" for n in qkv), rows=qkv_rows),
+            WeightMap(ours + "attn.out_proj.weight", theirs + names["o"] + ".weight"),
+            WeightMap(ours + "mlp_norm.weight", theirs + names["mlp_norm"] + ".weight"),
+            WeightMap(ours + "mlp.gate_up.weight", tuple(n + ".weight" for n in gate_up)),
+            WeightMap(ours + "mlp.down.weight", theirs + names["down"] + ".weight"),
+        ]
+        if c.attention_bias:
+            maps.append(WeightMap(ours + "attn.in_proj.bias", tuple(n + ".bias" for n in qkv), rows=qkv_rows))
+        if c.attention_out_bias:
+            maps.append(WeightMap(ours + "attn.out_proj.bias", theirs + names["o"] + ".bias"))
+        if c.mlp_bias:
+            maps += [WeightMap(ours + "mlp.gate_up.bias", tuple(n + ".bias" for n in gate_up)),
+                     WeightMap(ours + "mlp.down.bias", theirs + names["down"] + ".bias")]
+    if model.lm_head is not None:
+        maps.append(WeightMap("lm_head.weight", names["lm_head"] + ".weight"))
+    return maps
 
 
 def _padding_and_positions(attention_mask, batch: int, past: int, length: int, dtype, xp):
@@ -318,32 +350,6 @@ def _padding_and_positions(attention_mask, batch: int, past: int, length: int, d
 # ---------------------------------------------------------------------------------------
 # GGUF files (llama.cpp's format): config from the metadata, tensors dequantized
 # ---------------------------------------------------------------------------------------
-def _gguf_mapping(model: Llama) -> list[WeightMap]:
-    """Our names against GGUF's (blk.N.attn_q ...); same stacking as the Hugging Face map."""
-    c = model.config
-    kv = c.num_key_value_heads * c.head_dim
-    qkv_rows = (c.hidden_size, kv, kv)
-    maps = [WeightMap("embed.weight", "token_embd.weight"), WeightMap("norm.weight", "output_norm.weight")]
-    for i in range(c.num_hidden_layers):
-        ours, theirs = f"blocks.{i}.", f"blk.{i}."
-        attention = tuple(theirs + f"attn_{p}" for p in "qkv")
-        maps += [
-            WeightMap(ours + "attn_norm.weight", theirs + "attn_norm.weight"),
-            WeightMap(ours + "attn.in_proj.weight", tuple(n + ".weight" for n in attention), rows=qkv_rows),
-            WeightMap(ours + "attn.out_proj.weight", theirs + "attn_output.weight"),
-            WeightMap(ours + "mlp_norm.weight", theirs + "ffn_norm.weight"),
-            WeightMap(ours + "mlp.gate_up.weight", (theirs + "ffn_gate.weight", theirs + "ffn_up.weight")),
-            WeightMap(ours + "mlp.down.weight", theirs + "ffn_down.weight"),
-        ]
-        if c.attention_bias:
-            maps.append(WeightMap(ours + "attn.in_proj.bias", tuple(n + ".bias" for n in attention), rows=qkv_rows))
-        if c.attention_out_bias:
-            maps.append(WeightMap(ours + "attn.out_proj.bias", theirs + "attn_output.bias"))
-    if model.lm_head is not None:
-        maps.append(WeightMap("lm_head.weight", "output.weight"))
-    return maps
-
-
 def _gguf_config(gguf, path) -> LlamaConfig:
     metadata, infos = gguf.metadata, gguf.tensor_infos
     arch = metadata.get("general.architecture")
@@ -378,10 +384,12 @@ def _gguf_config(gguf, path) -> LlamaConfig:
         intermediate_size=int(field("feed_forward_length")), num_hidden_layers=int(field("block_count")),
         num_attention_heads=heads, num_key_value_heads=int(field("attention.head_count_kv", heads)),
         max_position_embeddings=int(field("context_length")),
-        rms_norm_eps=float(field("attention.layer_norm_rms_epsilon")), rope_theta=float(field("rope.freq_base", 10000.0)),
+        rms_norm_eps=float(field("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(field("rope.freq_base", 10000.0)),
         rope_scaling=scaling, rope_freq_factors=factors, attention_bias="blk.0.attn_q.bias" in infos,
         attention_out_bias="blk.0.attn_output.bias" in infos, tie_word_embeddings="output.weight" not in infos,
-        bos_token_id=metadata.get("tokenizer.ggml.bos_token_id"), eos_token_id=metadata.get("tokenizer.ggml.eos_token_id"),
+        bos_token_id=metadata.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=metadata.get("tokenizer.ggml.eos_token_id"),
         model_type=arch,
     )
 
@@ -401,6 +409,9 @@ class _GGUFTensors(Mapping):
             array = self.unpermute(array, heads)
         return array
 
+    def shape_of(self, name) -> tuple:
+        return self.gguf.tensor_infos[name].shape  # without dequantizing
+
     def __iter__(self):
         return iter(self.gguf.tensor_infos)
 
@@ -414,5 +425,5 @@ def _from_gguf(cls, path: Path) -> Llama:
     with GGUFFile(path) as gguf, nn.init.skip_init():  # every weight is loaded next
         model = cls(_gguf_config(gguf, path))
         tensors = _GGUFTensors(gguf, model.config, reverse_llama_qk_permutation)
-        load_mapped(model, path, _gguf_mapping(model), tensors=tensors)
+        load_mapped(model, path, _weight_map(model, GGUF_NAMES), tensors=tensors)
     return model.eval()

@@ -82,7 +82,8 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         if num_kv_heads < 1 or num_heads % num_kv_heads:
-            raise ValueError(f"MultiHeadAttention: num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}")
+            raise ValueError(f"MultiHeadAttention: num_heads {num_heads} is not a multiple of "
+                             f"num_kv_heads {num_kv_heads}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.num_kv_heads, self.kv_dim = num_kv_heads, num_kv_heads * (embed_dim // num_heads)
         self.dropout, self.batch_first = dropout, batch_first

@@ -48,7 +48,8 @@ def rope_inverse_frequencies(head_dim: int, theta: float = 10000.0, scaling: dic
 
 def _field(scaling: dict, name: str) -> float:
     if name not in scaling:
-        raise ValueError(f"rope scaling {scaling.get('rope_type', scaling.get('type'))!r} needs {name!r}; got {scaling}")
+        kind = scaling.get("rope_type", scaling.get("type"))
+        raise ValueError(f"rope scaling {kind!r} needs {name!r}; got {scaling}")
     return float(scaling[name])
 
 

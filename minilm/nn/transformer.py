@@ -10,7 +10,6 @@ to the probabilities), as GPT-2 and BERT do; the MLP has no inner dropout.
 from __future__ import annotations
 
 from .. import functional as F
-from .. import ops
 from ..autograd import Tensor
 from .attention import KVCache, MultiHeadAttention
 from .layers import GELU, Dropout, LayerNorm, Linear, ReLU
@@ -90,5 +89,5 @@ class SwiGLU(Module):
         self.down = Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = ops.split(self.gate_up(x), 2, axis=-1)  # [B, T, C] -> [B, T, 2 d_ff] -> 2 x [B, T, d_ff]
-        return self.down(F.silu(gate) * up)  # [B, T, d_ff] -> [B, T, C]
+        h = F.swiglu(self.gate_up(x))  # [B, T, C] -> [B, T, 2 d_ff] -> silu(gate) * up [B, T, d_ff]
+        return self.down(h)  # [B, T, d_ff] -> [B, T, C]

@@ -57,14 +57,18 @@ def _left_padded():
     return ids, mask
 
 
-def test_logits_equal_transformers(checkpoint):
-    _, reference, model = checkpoint
-    ids = _ids()
+def assert_logits_match(model, reference, ids, tolerance=1e-4):
+    """minilm's and transformers' logits for `ids` agree within `tolerance`."""
     with torch.no_grad():
         expected = reference(torch.tensor(ids)).logits.numpy()
     with ml.no_grad():
         got = model(ids).logits.numpy()
-    assert np.abs(got - expected).max() <= 1e-4
+    assert np.abs(got - expected).max() <= tolerance
+
+
+def test_logits_equal_transformers(checkpoint):
+    _, reference, model = checkpoint
+    assert_logits_match(model, reference, _ids())
 
 
 def test_left_padded_logits_equal_transformers(checkpoint):
@@ -155,13 +159,7 @@ def test_save_pretrained_loads_in_transformers(checkpoint, tmp_path):
     ml.manual_seed(3)
     model = Llama(config)
     model.save_pretrained(tmp_path)
-    reloaded = type(reference).from_pretrained(tmp_path).eval()
-    ids = _ids()
-    with torch.no_grad():
-        expected = reloaded(torch.tensor(ids)).logits.numpy()
-    with ml.no_grad():
-        got = model(ids).logits.numpy()
-    assert np.abs(got - expected).max() <= 1e-4
+    assert_logits_match(model, type(reference).from_pretrained(tmp_path).eval(), _ids())
     assert Llama.from_pretrained(tmp_path).config == config
 
 
@@ -169,12 +167,7 @@ def test_sharded_checkpoint_loads(tmp_path):
     reference = _reference_model("llama-gqa")
     reference.save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").exists()
-    model = Llama.from_pretrained(tmp_path)
-    ids = _ids()
-    with torch.no_grad():
-        expected = reference(torch.tensor(ids)).logits.numpy()
-    with ml.no_grad():
-        assert np.abs(model(ids).logits.numpy() - expected).max() <= 1e-4
+    assert_logits_match(Llama.from_pretrained(tmp_path), reference, _ids())
 
 
 def test_shard_outside_the_folder_is_refused(tmp_path):

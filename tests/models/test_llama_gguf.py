@@ -4,11 +4,10 @@
 import numpy as np
 import pytest
 
-import minilm as ml
 from minilm.models import CheckpointError, Llama
 from minilm.tokenizers import BPETokenizer
 from tests.helpers import smollm2_gguf_path
-from tests.models.test_llama import _ids, _reference_model
+from tests.models.test_llama import _ids, _reference_model, assert_logits_match
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference for Llama parity")
 transformers = pytest.importorskip("transformers", reason="transformers provides the reference Llama")
@@ -17,7 +16,8 @@ gguf = pytest.importorskip("gguf", reason="the gguf package writes the test file
 
 def _llama_cpp_permute(weight, heads):
     """The row order llama.cpp's converter gives a llama model's q and k projections."""
-    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    pairs = weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:])
+    return pairs.swapaxes(1, 2).reshape(weight.shape)
 
 
 def write_gguf(reference, path):
@@ -72,12 +72,7 @@ def test_tiny_gguf_logits_equal_transformers(variant, tmp_path):
     write_gguf(reference, path)
     model = Llama.from_pretrained(path)
     assert model.config.tie_word_embeddings == reference.config.tie_word_embeddings
-    ids = _ids()
-    with torch.no_grad():
-        expected = reference(torch.tensor(ids)).logits.numpy()
-    with ml.no_grad():
-        got = model(ids).logits.numpy()
-    assert np.abs(got - expected).max() <= 1e-4
+    assert_logits_match(model, reference, _ids())
 
 
 def test_gguf_of_another_architecture_is_named(tmp_path):
@@ -104,11 +99,7 @@ def smollm2():
 
 def test_smollm2_logits_equal_transformers(smollm2):
     model, reference, _, prompt = smollm2
-    with torch.no_grad():
-        expected = reference(torch.tensor(prompt)).logits.numpy()
-    with ml.no_grad():
-        got = model(prompt).logits.numpy()
-    assert np.abs(got - expected).max() <= 1e-3
+    assert_logits_match(model, reference, prompt, tolerance=1e-3)
 
 
 def test_smollm2_greedy_chat_answer_equals_transformers(smollm2):

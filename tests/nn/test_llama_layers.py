@@ -227,3 +227,18 @@ def test_grouped_query_cache_decoding_equals_full_forward():
 def test_grouped_query_attention_rejects_indivisible_heads():
     with pytest.raises(ValueError, match="num_heads 6 is not a multiple of num_kv_heads 4"):
         nn.MultiHeadAttention(12, 6, num_kv_heads=4)
+
+
+def test_swiglu_gradients_match_finite_differences_and_the_composite():
+    x = leaf(rand(2, 3, 8) * 2)
+    gradcheck(F.swiglu, [x])
+    gradgradcheck(F.swiglu, [x])
+    gate, up = x[..., :4], x[..., 4:]
+    np.testing.assert_allclose(F.swiglu(x).numpy(), (F.silu(gate) * up).numpy(), rtol=1e-12)
+
+
+def test_skip_init_leaves_weights_unset_for_loading():
+    with nn.init.skip_init():
+        layer = nn.Linear(4, 3)
+    assert not layer.weight.numpy().any()
+    assert nn.Linear(4, 3).weight.numpy().any()  # outside, initialised as usual
