@@ -52,7 +52,7 @@ def describe_machine() -> str:
                     break
     except OSError:
         pass
-    isa = next((name for name in ("avx512f", "avx2", "avx") if f" {name}" in flags), "none")
+    isa = next((name for name in ("avx512f", "avx2", "avx") if f" {name} " in flags + " "), "none")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"machine: {model}, ISA {isa}, {os.cpu_count()} cores, load average {load:.1f}; "
             f"numpy {__import__('numpy').__version__}, Python {platform.python_version()}")
@@ -81,7 +81,7 @@ def batch_examples(batch: int, max_length: int):
     return collate(examples, tokenizer.eos_token_id)
 
 
-def minilm_worker(checkpointing: bool, batch: dict, steps: int) -> list[float]:
+def minilm_worker(checkpointing: bool, batch: dict):
     import minilm as ml
     from minilm import optim
     from minilm.models import Llama
@@ -100,10 +100,10 @@ def minilm_worker(checkpointing: bool, batch: dict, steps: int) -> list[float]:
         opt.step()
         opt.zero_grad()
 
-    return timed(step, steps)
+    return step
 
 
-def peft_worker(checkpointing: bool, batch: dict, steps: int) -> list[float]:
+def peft_worker(checkpointing: bool, batch: dict):
     import peft
     import torch
     import transformers
@@ -126,11 +126,10 @@ def peft_worker(checkpointing: bool, batch: dict, steps: int) -> list[float]:
         opt.step()
         opt.zero_grad()
 
-    return timed(step, steps)
+    return step
 
 
 def timed(step, steps: int) -> list[float]:
-    step()  # warm-up (first-touch of buffers, lazy initialisation)
     times = []
     for _ in range(steps):
         started = time.perf_counter()
@@ -141,10 +140,12 @@ def timed(step, steps: int) -> list[float]:
 
 def worker(args) -> None:
     batch = batch_examples(args.batch, args.max_length)
-    baseline = memory_kb("VmRSS")
+    make_step = minilm_worker if args.worker.startswith("minilm") else peft_worker
+    step = make_step(args.worker.endswith("+ckpt"), batch)
+    step()  # warm-up (first touch of buffers, lazy initialisation, optimizer state)
+    baseline = memory_kb("VmRSS")  # the loaded model, its adapters and the optimizer state
     reset_peak()
-    run = minilm_worker if args.worker.startswith("minilm") else peft_worker
-    times = run(args.worker.endswith("+ckpt"), batch, args.steps)
+    times = timed(step, args.steps)
     print(json.dumps({"times": times, "loaded_rss_mb": baseline / 1024, "peak_mb": memory_kb("VmHWM") / 1024,
                       "tokens": int(batch["ids"].size)}))
 
@@ -171,8 +172,10 @@ def main() -> None:
         for name in results:
             out = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
                                   "--batch", str(args.batch), "--max-length", str(args.max_length)],
-                                 capture_output=True, text=True, env=env, check=True).stdout
-            record = json.loads(out.strip().splitlines()[-1])
+                                 capture_output=True, text=True, env=env)
+            if out.returncode:
+                sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
+            record = json.loads(out.stdout.strip().splitlines()[-1])
             results[name]["times"] += record["times"]
             results[name]["peak"].append(record["peak_mb"] - record["loaded_rss_mb"])
             results[name]["tokens"] = record["tokens"]
