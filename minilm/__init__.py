@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as _np
 
+from . import amp  # ml.amp.autocast, ml.amp.GradScaler
 from . import backend as _backend
 from .autograd import (
     Function,

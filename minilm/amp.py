@@ -37,20 +37,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import functional as F
-from . import ops
 from .autograd import _state
 
-# Which ops change dtype under autocast (see Function.autocast_policy). The rest keep the
-# dtypes they are given.
-LOW_PRECISION_OPS = (F.Linear, ops.MatMul, F.Attention)  # GEMMs: float16 on tensor cores
-FLOAT32_OPS = (F.Softmax, F.LogSoftmax, F.LayerNorm, F.CrossEntropy,  # long sums, exponentials
-               ops.Exp, ops.Log, ops.Pow, ops.PowScalar, ops.Sum)
-for _op in LOW_PRECISION_OPS:
-    _op.autocast_policy = "low"
-for _op in FLOAT32_OPS:
-    _op.autocast_policy = "float32"
-
+# Which ops change dtype under autocast is declared by each rule's class
+# (`Function.autocast_policy`: "low" for the GEMMs, "float32" for long sums and
+# exponentials); docs/rules.md lists them all. The rest keep the dtypes they are given.
 SUPPORTED_DTYPES = (np.dtype(np.float16),)  # NumPy has no bfloat16
 
 
@@ -176,4 +167,4 @@ class GradScaler:
         self.skipped_steps = int(state.get("skipped_steps", 0))
 
 
-__all__ = ["GradScaler", "autocast", "is_autocast_enabled", "LOW_PRECISION_OPS", "FLOAT32_OPS"]
+__all__ = ["GradScaler", "autocast", "is_autocast_enabled"]

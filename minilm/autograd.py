@@ -13,6 +13,13 @@ How it fits together (read this file first):
 - `Tensor.backward` walks the graph without recursion: first it counts, for every function,
   how many gradient contributions it will receive; then it runs functions whose count has
   reached zero (Kahn's topological order). So a 20,000-op chain is as fine as a short one.
+- Broadcasting is handled here, once: a rule returns the natural gradient (for `a + b` that
+  is `gy` for both), and the engine sums it down to each input's shape where it
+  accumulates (`sum_to`), and casts it to the input's dtype.
+- A fused rule (softmax, layer norm, attention ...) has a fast backward on arrays and a
+  `composite`: the same function written with primitive ops. When the backward pass is
+  recorded (`create_graph=True`) the engine differentiates the composite instead, so second
+  derivatives need no second hand-written formula (and tests check the two agree).
 """
 
 from __future__ import annotations
@@ -259,9 +266,6 @@ class Tensor:
             retain_graph = create_graph
         _run_backward(self, grad, retain_graph, create_graph)
 
-    def zero_grad_(self) -> None:
-        self.grad = None
-
     # -- guarded in-place updates ------------------------------------------------------------
     def _check_inplace(self, what: str) -> None:
         if is_grad_enabled() and (self.creator is not None or self.requires_grad):
@@ -284,13 +288,12 @@ class Tensor:
 
     def copy_(self, source) -> "Tensor":
         self._check_inplace("copy_()")
-        source = source.data if isinstance(source, Tensor) else source
-        self.data[...] = self.device.xp.asarray(source)
+        self.data[...] = data_of(source, self.device)
         return self
 
     def add_(self, other, alpha=1.0) -> "Tensor":
         self._check_inplace("add_()")
-        other = other.data if isinstance(other, Tensor) else other
+        other = data_of(other)
         if alpha == 1.0:
             self.data += other
         else:
@@ -299,14 +302,14 @@ class Tensor:
 
     def mul_(self, other) -> "Tensor":
         self._check_inplace("mul_()")
-        self.data *= other.data if isinstance(other, Tensor) else other
+        self.data *= data_of(other)
         return self
 
     def __setitem__(self, key, value) -> None:
         self._check_inplace("item assignment")
         from .ops import _index_key
 
-        self.data[_index_key(key)] = value.data if isinstance(value, Tensor) else value
+        self.data[_index_key(key)] = data_of(value)
 
 
 def zero_grads(tensors, set_to_none: bool = True) -> None:
@@ -327,6 +330,17 @@ class _HookHandle:
     def remove(self) -> None:
         if self._hook in self._hooks:
             self._hooks.remove(self._hook)
+
+
+def data_of(value, device=None):
+    """The array inside a Tensor (or `value` itself if it is not one); given a device, as an
+    array on that device.
+
+    The one place that says "accept a Tensor or array-like here" (masks, ids, targets).
+    """
+    if isinstance(value, Tensor):
+        value = value.data
+    return value if device is None else device.xp.asarray(value)
 
 
 def _is_array(data) -> bool:
@@ -381,22 +395,28 @@ class Function:
 
     Subclasses implement:
       forward(self, *arrays) -> array | tuple of arrays      (save what backward needs on self)
-      backward(self, *grads) -> grad | None | tuple of them
+      backward(self, *grads) -> grad | None | tuple of them  (the natural gradient: the
+          engine sums it over broadcast dimensions and casts it to the input's dtype)
+    and fused rules also
+      composite(self, *tensors) -> the same outputs, computed with primitive ops
 
-    One gradient formula serves two purposes. In an ordinary backward pass the grads are
-    plain arrays and the formula is NumPy/CuPy arithmetic: fast. Under
+    A primitive rule's formula serves two purposes. In an ordinary backward pass the grads
+    are plain arrays and the formula is NumPy/CuPy arithmetic: fast. Under
     `backward(create_graph=True)` they are Tensors and the very same formula records a
-    graph, which is what second derivatives need. Rules therefore read their saved inputs
-    through `self.value(tensor)` and use only operations that arrays and Tensors share
-    (arithmetic, @, .reshape, .sum, .swapaxes, .astype ...) or the dual helpers in ops.py.
+    graph, which is what second derivatives need. Primitive rules therefore read their
+    saved inputs through `self.value(tensor)` and use only operations that arrays and
+    Tensors share (arithmetic, @, .reshape, .sum, .swapaxes, .astype ...) or the dual
+    helpers in ops.py. A fused rule's backward sees arrays only; when the pass is recorded
+    the engine differentiates its `composite` instead.
     Outputs that got no gradient arrive as zeros, so rules need no None checks.
     """
 
     inputs: tuple | None = None
     # Under `minilm.amp.autocast`: None (run in the inputs' own dtypes), "low" (cast floating
     # inputs to the autocast dtype: the GEMM-bound ops) or "float32" (cast them up: ops whose
-    # sums and exponentials lose too much in float16). Set per class in minilm/amp.py.
+    # sums and exponentials lose too much in float16). Declared by each rule's class.
     autocast_policy: str | None = None
+    composite = None  # fused rules: a method computing the forward with primitive ops
 
     def __call__(self, *inputs: Tensor):
         if _state.autocast_dtype is not None and self.autocast_policy is not None:
@@ -498,27 +518,34 @@ def _run_backward(root: Tensor, root_grad: Tensor, retain_graph: bool, create_gr
     try:
         seed = root_grad if create_graph else root_grad.data
         grads: dict[int, list] = {id(root): [root, seed]}
-        leaves: list[Tensor] = []
-        if root.creator is None:
-            leaves.append(root)
-        else:
-            _run_functions(root, grads, leaves, retain_graph, create_graph)
-        _deliver_to_leaves(leaves, grads, create_graph)
+        ends = [root] if root.creator is None else _propagate([root], grads, retain_graph, create_graph)
+        _deliver_to_leaves(ends, grads, create_graph)
     finally:
         _state.grad_enabled = previous_mode
 
 
-def _run_functions(root: Tensor, grads: dict, leaves: list, retain_graph: bool, create_graph: bool) -> None:
+def _propagate(roots: list, grads: dict, retain_graph: bool, create_graph: bool, stop: frozenset = frozenset()) -> list:
+    """Run every rule between `roots` and the leaves, each once all its contributions are in.
+
+    `grads` holds the roots' gradients on entry and, on return, the gradients of the tensors
+    where propagation ended: the leaves that require grad, and any tensor whose id is in
+    `stop` (its creator is not entered). Returns those tensors, in the order first reached.
+    """
     # 1. How many gradient contributions will each function receive?
-    pending: dict[Function, int] = {root.creator: 0}
-    stack = [root.creator]
+    pending: dict[Function, int] = {}
+    stack = []
+    for root in roots:
+        if root.creator is not None and root.creator not in pending and id(root) not in stop:
+            pending[root.creator] = 0
+            stack.append(root.creator)
+    starts = list(stack)
     while stack:
         fn = stack.pop()
         if fn.inputs is None:
             raise GraphError(_FREED_GRAPH)
         for x in fn.inputs:
             creator = x.creator
-            if creator is None or not x.requires_grad:
+            if creator is None or not x.requires_grad or id(x) in stop:
                 continue
             if creator in pending:
                 pending[creator] += 1
@@ -527,7 +554,8 @@ def _run_functions(root: Tensor, grads: dict, leaves: list, retain_graph: bool, 
                 stack.append(creator)
 
     # 2. Run each function once all its contributions are in (Kahn's algorithm).
-    ready = [root.creator]
+    ends: list[Tensor] = []
+    ready = [fn for fn in starts if pending[fn] == 0]
     while ready:
         fn = ready.pop()
         output_grads = []
@@ -550,7 +578,12 @@ def _run_functions(root: Tensor, grads: dict, leaves: list, retain_graph: bool, 
                 )
         if missing:
             output_grads = _fill_missing(fn, output_grads, create_graph)
-        input_grads = fn.backward(*output_grads) if output_grads else (None,) * len(inputs)
+        if not output_grads:
+            input_grads = (None,) * len(inputs)
+        elif create_graph and fn.composite is not None:
+            input_grads = _differentiate_composite(fn, output_grads)
+        else:
+            input_grads = fn.backward(*output_grads)
         if type(input_grads) is not tuple:
             input_grads = (input_grads,)
         for x, gx in zip(inputs, input_grads):
@@ -560,27 +593,69 @@ def _run_functions(root: Tensor, grads: dict, leaves: list, retain_graph: bool, 
             if gx is not None:
                 if isinstance(gx, Tensor) is not create_graph:  # a rule may mix forms
                     gx = _from_array(gx) if create_graph else gx.data
-                if gx.shape != x.shape:
-                    raise GraphError(
-                        f"internal error: {type(fn).__name__}.backward returned a gradient of "
-                        f"shape {gx.shape} for an input of shape {x.shape}"
-                    )
+                if gx.shape != x.shape:  # the gradient of a broadcast input: sum it down
+                    gx = _sum_to(gx, x.shape, fn)
                 if gx.dtype != x.dtype:  # a gradient has its tensor's dtype, as in mixed precision
                     gx = _cast(gx, x.dtype)
                 entry = grads.get(id(x))
                 if entry is None:
                     grads[id(x)] = [x, gx]
-                    if creator is None:
-                        leaves.append(x)
+                    if creator is None or id(x) in stop:
+                        ends.append(x)
                 else:
                     entry[1] = entry[1] + gx  # never in place: rules may share arrays
-            if creator is not None:
+            if creator is not None and id(x) not in stop:
                 count = pending[creator] - 1
                 pending[creator] = count
                 if count == 0:
                     ready.append(creator)
         if not retain_graph:
             fn.release()
+    return ends
+
+
+def _differentiate_composite(fn: Function, output_grads: list) -> tuple:
+    """A fused rule's input gradients, recorded: run its composite of primitive ops on
+    stand-ins for its inputs and propagate `output_grads` back through it to them."""
+    stand_ins = tuple(_Alias()(x) if x.requires_grad else x for x in fn.inputs)
+    outputs = fn.composite(*stand_ins)
+    outputs = outputs if type(outputs) is tuple else (outputs,)
+    grads: dict[int, list] = {}
+    for y, g in zip(outputs, output_grads):
+        if not y.requires_grad:
+            continue
+        entry = grads.get(id(y))
+        if entry is None:
+            grads[id(y)] = [y, g]
+        else:
+            entry[1] = entry[1] + g
+    roots = [entry[0] for entry in grads.values()]
+    # retain_graph: the recorded gradients refer to the composite's graph, which a later
+    # backward through them must still find.
+    _propagate(roots, grads, retain_graph=True, create_graph=True, stop=frozenset(id(s) for s in stand_ins))
+    return tuple(grads[id(s)][1] if x.requires_grad and id(s) in grads else None
+                 for x, s in zip(fn.inputs, stand_ins))
+
+
+class _Alias(Function):
+    """The same array under a new tensor: marks where a composite's propagation stops."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, gy):
+        return gy
+
+
+def _sum_to(grad, shape: tuple, fn: Function):
+    """A gradient (array, or Tensor while recording) summed over its broadcast dimensions."""
+    lead = grad.ndim - len(shape)
+    if lead < 0 or any(n != 1 and n != g for n, g in zip(shape, grad.shape[lead:])):
+        raise GraphError(f"internal error: {type(fn).__name__}.backward returned a gradient of "
+                         f"shape {grad.shape} for an input of shape {shape}")
+    from .ops import SumTo, sum_to
+
+    return sum_to(grad, shape) if isinstance(grad, Tensor) else SumTo(shape).forward(grad)
 
 
 def _deliver_to_leaves(leaves: list, grads: dict, create_graph: bool) -> None:

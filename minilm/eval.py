@@ -17,7 +17,7 @@ def perplexity(model, ids, block_size: int, stride: int | None = None, batch_siz
     i.e. disjoint windows). Only the tokens new to a window are scored, so every token is
     counted once, and with stride < block_size each one is predicted from at least
     block_size - stride tokens of context (the way Hugging Face evaluates GPT-2).
-    `model(ids)` must return logits [B, T, vocab].
+    `model(ids).logits` must be the logits [B, T, vocab].
     """
     ids = np.asarray(ids.numpy() if isinstance(ids, Tensor) else ids, dtype=np.int64).reshape(-1)
     stride = block_size if stride is None else stride
@@ -44,7 +44,7 @@ def perplexity(model, ids, block_size: int, stride: int | None = None, batch_siz
                 for start, end, first in windows[group : group + batch_size]:
                     inputs, targets = ids[start : end - 1], ids[start + 1 : end].copy()
                     targets[:first] = -100
-                    logits = model(inputs[None, :])  # [1, T, V]
+                    logits = model(inputs[None, :]).logits  # [1, T, V]
                     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="sum")
                     total_nll += float(nll.item())
                     count += int((targets != -100).sum())

@@ -1,8 +1,10 @@
-"""Neural-network functions: softmax, cross-entropy, GELU, layer norm, dropout, attention.
+"""Neural-network functions: softmax, cross-entropy, GELU, layer norm, dropout, attention, LSTM cell.
 
-The heavy ones are fused `Function`s: one forward over arrays, one gradient rule. As
-everywhere in minilm (see `Function`), a gradient formula is written once and runs on
-arrays in an ordinary backward pass and on Tensors under `create_graph=True`.
+The heavy ones are fused `Function`s: one forward over arrays, one fast gradient rule over
+arrays, and a `composite`, the same function written with the primitive ops of ops.py.
+The composite is the rule's reference (tests check forward and backward against it) and
+its second derivative: under `backward(create_graph=True)` the engine differentiates the
+composite instead of the fused rule. So every formula is written once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from . import backend as _backend
 from . import ops
-from .autograd import Function, Tensor
+from .autograd import Function, Tensor, data_of
 from .ops import register, relu, sigmoid, tanh  # noqa: F401 - re-exported as F.relu etc.
 
 
@@ -21,6 +23,8 @@ from .ops import register, relu, sigmoid, tanh  # noqa: F401 - re-exported as F.
 # softmax / log_softmax
 # ---------------------------------------------------------------------------------------
 class Softmax(Function):
+    autocast_policy = "float32"
+
     def __init__(self, axis: int):
         self.axis = axis
 
@@ -36,8 +40,13 @@ class Softmax(Function):
         # dx = y * (gy - sum(gy * y))
         return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
 
+    def composite(self, x):
+        return _softmax_composite(x, self.axis)
+
 
 class LogSoftmax(Function):
+    autocast_policy = "float32"
+
     def __init__(self, axis: int):
         self.axis = axis
 
@@ -48,9 +57,28 @@ class LogSoftmax(Function):
         return shifted
 
     def backward(self, gy):
-        probabilities = ops._exp(self.output())  # softmax(x) = exp(log_softmax(x))
-        # dx = gy - softmax(x) * sum(gy)
-        return gy - probabilities * gy.sum(axis=self.axis, keepdims=True)
+        y = self.output()
+        # dx = gy - softmax(x) * sum(gy), with softmax(x) = exp(log_softmax(x))
+        return gy - ops._xp(y).exp(y) * gy.sum(axis=self.axis, keepdims=True)
+
+    def composite(self, x):
+        return _log_softmax_composite(x, self.axis)
+
+
+def _stable_shift(x: Tensor, axis: int) -> Tensor:
+    """max(x) along `axis`, as a constant: (log-)softmax does not change when x is shifted,
+    so the shift needs no gradient."""
+    return Tensor(x.data.max(axis=axis, keepdims=True))
+
+
+def _softmax_composite(x: Tensor, axis: int) -> Tensor:
+    e = ops.exp(x - _stable_shift(x, axis))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _log_softmax_composite(x: Tensor, axis: int) -> Tensor:
+    shifted = x - _stable_shift(x, axis)
+    return shifted - ops.log(ops.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 @register("softmax")
@@ -72,22 +100,16 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _gelu_tanh_derivative(x, t):
-    """d/dx of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), with t = tanh(u)."""
-    du_dx = _SQRT_2_OVER_PI * (1 + 3 * _TANH_CUBIC * x * x)
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx
-
-
 def _gelu_tanh_backward_in_place(x, t, gy):
-    """gy * _gelu_tanh_derivative(x, t) on arrays, in one buffer: on the [B, T, 4C] MLP
-    activations every temporary is a full extra pass over memory."""
+    """gy * d/dx [0.5 x (1 + t)], t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), in one
+    buffer: on the [B, T, 4C] MLP activations every temporary is a full extra pass over memory."""
     xp = ops._xp(x)
-    out = xp.multiply(x, x)
+    out = xp.multiply(x, x, out=xp.empty_like(x))
     out *= 3 * _TANH_CUBIC
     out += 1
     out *= _SQRT_2_OVER_PI  # du/dx
     out *= x
-    square = xp.multiply(t, t)
+    square = xp.multiply(t, t, out=xp.empty_like(t))
     xp.subtract(1, square, out=square)
     out *= square  # x (1 - t^2) du/dx
     out += t
@@ -95,11 +117,6 @@ def _gelu_tanh_backward_in_place(x, t, gy):
     out *= 0.5  # 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
     out *= gy
     return out
-
-
-def _gelu_exact_derivative(x, cdf, exp):
-    """d/dx of x * Phi(x) = Phi(x) + x * phi(x)."""
-    return cdf + x * exp(-0.5 * x * x) * _INV_SQRT_2PI
 
 
 class GELU(Function):
@@ -125,26 +142,15 @@ class GELU(Function):
         return y
 
     def backward(self, gy):
-        x = self.value(self.inputs[0])
-        recording = isinstance(x, Tensor)
+        x = self.inputs[0].data
         if self.approximate == "tanh":
-            if not recording and x.ndim:
-                return _gelu_tanh_backward_in_place(x, self.t, gy)
-            t = ops.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x)) if recording else self.t
-            return gy * _gelu_tanh_derivative(x, t)
-        cdf = NormalCDF()(x) if recording else self.cdf
-        return gy * _gelu_exact_derivative(x, cdf, ops._exp)
+            return _gelu_tanh_backward_in_place(x, self.t, gy)
+        return gy * (self.cdf + x * ops._xp(x).exp(-0.5 * x * x) * _INV_SQRT_2PI)  # Phi(x) + x phi(x)
 
-
-class NormalCDF(Function):
-    """Phi(x) = 0.5 (1 + erf(x / sqrt 2)); used by the exact GELU's second derivative."""
-
-    def forward(self, x):
-        return 0.5 * (1 + _backend.device_of(x).erf(x * _INV_SQRT_2))
-
-    def backward(self, gy):
-        x = self.value(self.inputs[0])
-        return gy * ops._exp(-0.5 * x * x) * _INV_SQRT_2PI
+    def composite(self, x):
+        if self.approximate == "tanh":
+            return 0.5 * x * (1 + ops.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x)))
+        return x * ops.NormalCDF()(x)
 
 
 @register("gelu")
@@ -165,6 +171,8 @@ class LayerNorm(Function):
       dx = (1/std) * (g - mean(g) - x_hat * mean(g * x_hat)),  dweight = sum gy * x_hat,  dbias = sum gy
     """
 
+    autocast_policy = "float32"
+
     def __init__(self, eps: float, has_weight: bool, has_bias: bool):
         self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
 
@@ -184,25 +192,23 @@ class LayerNorm(Function):
         return y
 
     def backward(self, gy):
-        x = self.inputs[0]
-        inv_n = 1.0 / x.shape[-1]
-        if isinstance(gy, Tensor):  # recording: x_hat and 1/std as functions of x
-            x_value = self.value(x)
-            centered = x_value - x_value.sum(axis=-1, keepdims=True) * inv_n
-            inv_std = 1.0 / ops.sqrt((centered * centered).sum(axis=-1, keepdims=True) * inv_n + self.eps)
-            x_hat = centered * inv_std
-        else:
-            x_hat, inv_std = self.x_hat, self.inv_std
-        grads = []
-        g = gy * self.value(self.inputs[1]) if self.has_weight else gy  # d loss / d x_hat
+        x, x_hat, inv_n = self.inputs[0], self.x_hat, 1.0 / self.x_hat.shape[-1]
+        g = gy * self.inputs[1].data if self.has_weight else gy  # d loss / d x_hat
         mean_g = g.sum(axis=-1, keepdims=True) * inv_n
         mean_g_x_hat = (g * x_hat).sum(axis=-1, keepdims=True) * inv_n
-        grads.append(inv_std * (g - mean_g - x_hat * mean_g_x_hat) if x.requires_grad else None)
-        if self.has_weight:
-            grads.append(ops._reduce_grad_to(gy * x_hat, self.inputs[1]) if self.inputs[1].requires_grad else None)
+        grads = [self.inv_std * (g - mean_g - x_hat * mean_g_x_hat) if x.requires_grad else None]
+        if self.has_weight:  # [..., C]: the engine sums it down to the weight's [C]
+            grads.append(gy * x_hat if self.inputs[1].requires_grad else None)
         if self.has_bias:
-            grads.append(ops._reduce_grad_to(gy, self.inputs[-1]) if self.inputs[-1].requires_grad else None)
+            grads.append(gy if self.inputs[-1].requires_grad else None)
         return tuple(grads)
+
+    def composite(self, x, *affine):
+        centered = x - ops.mean(x, axis=-1, keepdims=True)
+        y = centered / ops.sqrt(ops.mean(centered * centered, axis=-1, keepdims=True) + self.eps)
+        if self.has_weight:
+            y = y * affine[0]
+        return y + affine[-1] if self.has_bias else y
 
 
 @register("layer_norm")
@@ -221,6 +227,8 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
 # ---------------------------------------------------------------------------------------
 class CrossEntropy(Function):
     """Mean/sum/per-row negative log-likelihood of integer targets, from [N, C] logits."""
+
+    autocast_policy = "float32"
 
     def __init__(self, targets, ignore_index: int, reduction: str, label_smoothing: float):
         self.targets, self.ignore_index = targets, ignore_index
@@ -245,28 +253,35 @@ class CrossEntropy(Function):
         total = losses.sum()
         return total / self.count if self.reduction == "mean" else total
 
-    def backward(self, gy):
-        (logits,) = self.inputs
-        xp = ops._xp(logits.data)
-        n, classes = logits.shape
-        rows, smoothing = xp.arange(n), self.label_smoothing
-        weights = self.valid.astype(logits.dtype)
+    def _row_weights(self, dtype):
+        """Each row's weight in the result [N]: 0 for ignored rows, 1/count under 'mean'."""
+        weights = self.valid.astype(dtype)
         if self.reduction == "mean":
             weights /= self.count
-        weights = weights[:, None]  # [N, 1]
+        return weights
+
+    def backward(self, gy):
+        xp = ops._xp(self.log_probs)
+        n, classes = self.log_probs.shape
+        smoothing = self.label_smoothing
         scale = gy.reshape(n, 1) if self.reduction == "none" else gy
         # d loss / d logits = (softmax - target distribution) * per-row weight, where the
         # target distribution is (1 - smoothing) on the target plus smoothing / C everywhere
-        if isinstance(gy, Tensor):  # recording: softmax as a function of the logits
-            target_dist = xp.full((n, classes), smoothing / classes, dtype=logits.dtype)
-            target_dist[rows, self.safe_targets] += 1 - smoothing
-            return (softmax(logits, axis=-1) - Tensor(target_dist)) * (Tensor(weights) * scale)
         grad = xp.exp(self.log_probs)  # softmax, in a fresh buffer edited in place below
         if smoothing:
             grad -= smoothing / classes
-        grad[rows, self.safe_targets] -= 1 - smoothing
-        grad *= weights * scale
+        grad[xp.arange(n), self.safe_targets] -= 1 - smoothing
+        grad *= self._row_weights(grad.dtype)[:, None] * scale
         return grad
+
+    def composite(self, logits):
+        xp = logits.device.xp
+        n, classes = logits.shape
+        target_dist = xp.full((n, classes), self.label_smoothing / classes, dtype=logits.dtype)  # [N, C]
+        target_dist[xp.arange(n), self.safe_targets] += 1 - self.label_smoothing
+        per_row = -(_log_softmax_composite(logits, -1) * Tensor(target_dist)).sum(axis=-1)  # [N]
+        losses = per_row * Tensor(self._row_weights(logits.dtype))
+        return losses if self.reduction == "none" else losses.sum()
 
 
 @register("cross_entropy")
@@ -283,7 +298,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: 
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     xp = logits.device.xp
-    target_array = xp.asarray(targets.data if isinstance(targets, Tensor) else targets)  # onto the logits' device
+    target_array = xp.asarray(data_of(targets))  # onto the logits' device
     if target_array.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {target_array.dtype}")
     if logits.ndim == 0:
@@ -331,7 +346,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 @register("embedding")
 def embedding(ids, weight: Tensor) -> Tensor:
     """Rows of `weight` [V, C] picked by integer `ids` [...] -> [..., C]."""
-    ids = ids.data if isinstance(ids, Tensor) else weight.device.xp.asarray(ids)
+    ids = data_of(ids, weight.device)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}")
     vocab = weight.shape[0]
@@ -353,6 +368,8 @@ _FEW_ROWS = 2
 class Linear(Function):
     """y = x @ W^T + b in one node: one GEMM forward, two GEMMs and a sum backward."""
 
+    autocast_policy = "low"
+
     def forward(self, x, weight, bias=None):
         x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large GEMM
         if x2.shape[0] <= _FEW_ROWS and isinstance(x2, np.ndarray):
@@ -368,12 +385,16 @@ class Linear(Function):
         g2 = gy.reshape(-1, gy.shape[-1])  # [N, out]
         grads = [None, None]
         if x.requires_grad:
-            grads[0] = (g2 @ self.value(weight)).reshape(x.shape)  # [N, out] @ [out, in] -> [..., in]
+            grads[0] = (g2 @ weight.data).reshape(x.shape)  # [N, out] @ [out, in] -> [..., in]
         if weight.requires_grad:
-            grads[1] = g2.T @ self.value(x).reshape(-1, x.shape[-1])  # [out, N] @ [N, in] -> [out, in]
+            grads[1] = g2.T @ x.data.reshape(-1, x.shape[-1])  # [out, N] @ [N, in] -> [out, in]
         if len(self.inputs) == 3:
             grads.append(g2.sum(axis=0) if self.inputs[2].requires_grad else None)  # [out]
         return tuple(grads)
+
+    def composite(self, x, weight, bias=None):
+        y = ops.matmul(x, weight.T)  # [..., in] @ [in, out] -> [..., out]
+        return y if bias is None else y + bias
 
 
 @register("linear")
@@ -397,19 +418,20 @@ class SplitHeads(Function):
         self.num_heads, self.parts = num_heads, parts
 
     def forward(self, x):
-        batch, length, width = x.shape
-        head_dim = width // (self.parts * self.num_heads)
-        split = x.reshape(batch, length, self.parts, self.num_heads, head_dim)  # [B, T, P, H, D]
-        split = split.transpose(2, 0, 3, 1, 4)  # -> [P, B, H, T, D]
+        split = x.reshape(self._split_shape(x.shape)).transpose(2, 0, 3, 1, 4)  # [B, T, P, H, D] -> [P, B, H, T, D]
         return tuple(split[i] for i in range(self.parts))
 
     def backward(self, *grads):
-        batch, length, width = self.inputs[0].shape
-        if isinstance(grads[0], Tensor):
-            stacked = ops.stack(grads, axis=0)  # [P, B, H, T, D]
-            return ops.reshape(ops.transpose(stacked, (1, 3, 0, 2, 4)), (batch, length, width))
-        stacked = ops._xp(grads[0]).stack(grads, axis=0)
-        return stacked.transpose(1, 3, 0, 2, 4).reshape(batch, length, width)
+        stacked = ops._xp(grads[0]).stack(grads, axis=0)  # P x [B, H, T, D] -> [P, B, H, T, D]
+        return stacked.transpose(1, 3, 0, 2, 4).reshape(self.inputs[0].shape)  # -> [B, T, P * H * D]
+
+    def composite(self, x):
+        split = ops.transpose(ops.reshape(x, self._split_shape(x.shape)), (2, 0, 3, 1, 4))
+        return tuple(split[i] for i in range(self.parts))
+
+    def _split_shape(self, shape) -> tuple:
+        batch, length, width = shape
+        return batch, length, self.parts, self.num_heads, width // (self.parts * self.num_heads)
 
 
 class MergeHeads(Function):
@@ -421,8 +443,11 @@ class MergeHeads(Function):
 
     def backward(self, gy):
         batch, heads, length, head_dim = self.inputs[0].shape
-        split = gy.reshape(batch, length, heads, head_dim)
-        return split.transpose((0, 2, 1, 3))
+        return gy.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3)
+
+    def composite(self, x):
+        batch, heads, length, head_dim = x.shape
+        return ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (batch, length, heads * head_dim))
 
 
 @register("split_heads")
@@ -449,8 +474,11 @@ class Attention(Function):
     fewer temporaries in training and far less per-token overhead in generation. The
     weights are saved for backward:
       gv = P'^T gy,  gP' = gy v^T,  gS = P * (gP - sum(gP * P)) * scale,  gq = gS k,  gk = gS^T q
-    where P' = P * dropout keep-mask.
+    where P' = P * dropout keep-mask. Scores and softmax run in float32 for float16 inputs
+    (`scores_dtype`), in the forward and in the composite alike.
     """
+
+    autocast_policy = "low"
 
     def __init__(self, mask, scale: float, keep, return_weights: bool):
         self.mask, self.scale, self.keep, self.return_weights = mask, scale, keep, return_weights
@@ -472,31 +500,29 @@ class Attention(Function):
         return (out, weights) if self.return_weights else out
 
     def backward(self, gy, g_weights=None):
-        q, k, v = self.inputs
-        q_, k_, v_ = self.value(q), self.value(k), self.value(v)
-        if isinstance(gy, Tensor):  # recording: the weights as a function of q and k
-            scores = ops.matmul(q_, ops.swapaxes(k_, -1, -2)) * self.scale
-            if self.mask is not None:
-                if self.mask.dtype == bool:
-                    scores = ops.where(self.mask, scores, -np.inf)
-                else:
-                    scores = scores + Tensor(self.mask)
-            probabilities = softmax(scores, axis=-1)
-            keep = None if self.keep is None else Tensor(self.keep)
-        else:
-            probabilities, keep = self.probabilities, self.keep
+        q, k, v = (t.data for t in self.inputs)
+        probabilities, keep = self.probabilities, self.keep
         weights = probabilities if keep is None else probabilities * keep
-        g_dropped = ops._matmul(gy, v_.swapaxes(-1, -2))  # [..., L, Ev] @ [..., Ev, S] -> [..., L, S]
+        g_dropped = ops._matmul(gy, v.swapaxes(-1, -2))  # [..., L, Ev] @ [..., Ev, S] -> [..., L, S]
         if g_weights is not None:
             g_dropped = g_dropped + g_weights
         g_probabilities = g_dropped if keep is None else g_dropped * keep
         g_scores = probabilities * (g_probabilities - (g_probabilities * probabilities).sum(axis=-1, keepdims=True))
         g_scores = _in_dtype(g_scores * self.scale, q.dtype)  # float32 -> float16 under mixed precision
-        gq = ops._reduce_grad_to(ops._matmul(g_scores, k_), q)  # [..., L, S] @ [..., S, E]
-        gk = ops._reduce_grad_to(ops._matmul(g_scores.swapaxes(-1, -2), q_), k)  # [..., S, L] @ [..., L, E]
-        # [..., S, L] @ [..., L, Ev]
-        gv = ops._reduce_grad_to(ops._matmul(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy), v)
+        gq = ops._matmul(g_scores, k)  # [..., L, S] @ [..., S, E]
+        gk = ops._matmul(g_scores.swapaxes(-1, -2), q)  # [..., S, L] @ [..., L, E]
+        gv = ops._matmul(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy)  # [..., S, L] @ [..., L, Ev]
         return gq, gk, gv
+
+    def composite(self, q, k, v):
+        scores = ops.matmul(q, ops.swapaxes(k, -1, -2))  # [..., L, S]
+        scores = ops.astype(scores, scores_dtype(scores.dtype)) * self.scale
+        if self.mask is not None:
+            scores = ops.where(self.mask, scores, -np.inf) if self.mask.dtype == bool else scores + Tensor(self.mask)
+        probabilities = _softmax_composite(scores, -1)
+        weights = probabilities if self.keep is None else probabilities * Tensor(self.keep)
+        out = ops.matmul(ops.astype(weights, v.dtype), v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
+        return (out, weights) if self.return_weights else out
 
 
 def scores_dtype(dtype):
@@ -537,7 +563,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     if is_causal:
         mask = xp.tril(xp.ones((length, source), dtype=bool))
     elif attn_mask is not None:
-        mask = attn_mask.data if isinstance(attn_mask, Tensor) else xp.asarray(attn_mask)
+        mask = data_of(attn_mask, q.device)
         try:
             np.broadcast_shapes(mask.shape, scores_shape)
         except ValueError:
@@ -553,6 +579,72 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
         keep *= 1.0 / (1.0 - dropout_p)
     return Attention(mask, scale, keep, return_weights)(q, k, v)
 
+
+# ---------------------------------------------------------------------------------------
+# Recurrent steps (nn.RNN, nn.LSTM)
+# ---------------------------------------------------------------------------------------
+class Unbind(Function):
+    """Split [T, ...] into T tensors [...], as one graph node (its backward stacks the
+    gradients once, where T separate index ops would each scatter into a full-size zero array)."""
+
+    def forward(self, x):
+        return tuple(x[t] for t in range(x.shape[0]))
+
+    def backward(self, *grads):
+        return ops._xp(grads[0]).stack(grads, axis=0)
+
+    def composite(self, x):
+        return tuple(x[t] for t in range(x.shape[0]))
+
+
+def unbind(x: Tensor) -> tuple:
+    """[T, ...] -> T tensors [...]."""
+    return Unbind()(x)
+
+
+class LSTMCell(Function):
+    """(gates [B, 4H] before activation, c_prev [B, H]) -> (h [B, H], c [B, H]), gates in
+    PyTorch's order i, f, g, o:  c = f * c_prev + i * g,  h = o * tanh(c)."""
+
+    def forward(self, gates, c_prev):
+        xp = ops._xp(gates)
+        hidden = c_prev.shape[-1]
+        # sigmoid(x) = 0.5 (1 + tanh(x / 2)): no overflow, the same formula as ops.sigmoid.
+        acts = xp.tanh(gates * 0.5)
+        acts += 1
+        acts *= 0.5
+        acts[:, 2 * hidden : 3 * hidden] = xp.tanh(gates[:, 2 * hidden : 3 * hidden])
+        i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))
+        c = f * c_prev
+        c += i * g
+        tanh_c = xp.tanh(c)
+        self.saved = (i, f, g, o, tanh_c)
+        return o * tanh_c, c
+
+    def backward(self, grad_h, grad_c):
+        c_prev = self.inputs[1]
+        i, f, g, o, tanh_c = self.saved
+        grad_c_total = grad_c + grad_h * o * (1 - tanh_c * tanh_c)  # through h = o tanh(c), and directly
+        grad_gates = ops._xp(grad_h).concatenate([
+            grad_c_total * g * i * (1 - i),  # pre-activation of i
+            grad_c_total * c_prev.data * f * (1 - f),  # f
+            grad_c_total * i * (1 - g * g),  # g
+            grad_h * tanh_c * o * (1 - o),  # o
+        ], axis=-1)
+        grad_c_prev = grad_c_total * f if c_prev.requires_grad else None
+        return grad_gates, grad_c_prev
+
+    def composite(self, gates, c_prev):
+        hidden = c_prev.shape[-1]
+        i, f, o = (ops.sigmoid(gates[:, k * hidden : (k + 1) * hidden]) for k in (0, 1, 3))
+        g = ops.tanh(gates[:, 2 * hidden : 3 * hidden])
+        c = f * c_prev + i * g
+        return o * ops.tanh(c), c
+
+
+def lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple:
+    """One LSTM step's gate arithmetic: (gates [B, 4H], c_prev [B, H]) -> (h, c), each [B, H]."""
+    return LSTMCell()(gates, c_prev)
 
 # ---------------------------------------------------------------------------------------
 # The Llama family's pieces: RMS norm, SiLU, rotary position embedding
@@ -580,20 +672,17 @@ class RMSNorm(Function):
         return self.x_hat * weight[0] if self.has_weight else self.x_hat
 
     def backward(self, gy):
-        x = self.inputs[0]
-        if isinstance(gy, Tensor):  # recording: x_hat and 1/rms as functions of x
-            x_value = self.value(x)
-            inv_rms = 1.0 / ops.sqrt((x_value * x_value).mean(axis=-1, keepdims=True) + self.eps)
-            x_hat = x_value * inv_rms
-        else:
-            x_hat, inv_rms = self.x_hat, self.inv_rms
-        g = gy * self.value(self.inputs[1]) if self.has_weight else gy  # d loss / d x_hat
+        x, x_hat, inv_rms = self.inputs[0], self.x_hat, self.inv_rms
+        g = gy * self.inputs[1].data if self.has_weight else gy  # d loss / d x_hat
         mean_g_x_hat = (g * x_hat).sum(axis=-1, keepdims=True) * (1.0 / x.shape[-1])
         grads = [_in_dtype((g - x_hat * mean_g_x_hat) * inv_rms, x.dtype) if x.requires_grad else None]
-        if self.has_weight:
-            weight = self.inputs[1]
-            grads.append(ops._reduce_grad_to(gy * x_hat, weight) if weight.requires_grad else None)
+        if self.has_weight:  # [..., C]: the engine sums it down to the weight's [C]
+            grads.append(gy * x_hat if self.inputs[1].requires_grad else None)
         return tuple(grads)
+
+    def composite(self, x, *weight):
+        y = x / ops.sqrt(ops.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        return y * weight[0] if self.has_weight else y
 
 
 @register("rms_norm")
@@ -613,9 +702,11 @@ class SiLU(Function):
         return x * self.s
 
     def backward(self, gy):
-        x = self.value(self.inputs[0])
-        s = ops.sigmoid(x) if isinstance(gy, Tensor) else self.s
+        x, s = self.inputs[0].data, self.s
         return gy * (s * (1 + x * (1 - s)))
+
+    def composite(self, x):
+        return x * ops.sigmoid(x)
 
 
 @register("silu")
@@ -638,14 +729,15 @@ class SwiGLU(Function):
         return y
 
     def backward(self, gy):
-        x = self.value(self.inputs[0])
+        x, s = self.inputs[0].data, self.s
         half = x.shape[-1] // 2
         gate, up = x[..., :half], x[..., half:]
-        if isinstance(gy, Tensor):  # recording: sigmoid as a function of gate
-            s = ops.sigmoid(gate)
-            return ops.concatenate([gy * up * (s * (1 + gate * (1 - s))), gy * gate * s], axis=-1)
-        s = self.s
         return ops._xp(x).concatenate([gy * up * (s * (1 + gate * (1 - s))), gy * gate * s], axis=-1)
+
+    def composite(self, x):
+        half = x.shape[-1] // 2
+        gate, up = x[..., :half], x[..., half:]
+        return gate * ops.sigmoid(gate) * up
 
 
 @register("swiglu")
@@ -663,7 +755,7 @@ class Rotary(Function):
     angles' cos and sin [..., T, D/2],
       out = [x1 cos - x2 sin | x2 cos + x1 sin]
     A rotation's transpose is the rotation by the opposite angles, so backward is this same
-    function with -sin: the rule holds for arrays and, recorded, for Tensors.
+    function with -sin.
     """
 
     def __init__(self, cos, sin):
@@ -681,8 +773,13 @@ class Rotary(Function):
         return out
 
     def backward(self, gy):
-        inverse = Rotary(self.cos, -self.sin)
-        return inverse(gy) if isinstance(gy, Tensor) else inverse.forward(gy)
+        return Rotary(self.cos, -self.sin).forward(gy)
+
+    def composite(self, x):
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        cos, sin = Tensor(self.cos), Tensor(self.sin)
+        return ops.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
 @register("apply_rotary")

@@ -18,7 +18,6 @@ import numpy as np
 
 from . import nn
 from .autograd import Tensor, no_grad
-from .backend import array_module
 
 _NEG_INF = -np.inf
 
@@ -118,43 +117,9 @@ def _warp(scores, temperature, top_k, top_p):
 # ---------------------------------------------------------------------------------------
 # Decoders: the model side of a generation loop
 # ---------------------------------------------------------------------------------------
-class StaticKVCache(nn.KVCache):
-    """A key/value cache preallocated for `capacity` positions: appending writes in place
-    (no re-allocation per token) and attention reads a view of the filled part."""
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity, self.length = capacity, 0
-        self.key_buffer = self.value_buffer = None
-
-    def __len__(self) -> int:
-        return self.length
-
-    def update(self, key: Tensor, value: Tensor):
-        batch, heads, new, dim = key.shape
-        if self.key_buffer is None:
-            xp = key.device.xp
-            self.key_buffer = xp.empty((batch, heads, self.capacity, dim), dtype=key.dtype)
-            self.value_buffer = xp.empty((batch, heads, self.capacity, dim), dtype=value.dtype)
-        end = self.length + new
-        if end > self.capacity:
-            raise ValueError(f"KV cache full: {end} positions needed, {self.capacity} preallocated")
-        self.key_buffer[:, :, self.length:end] = key.data
-        self.value_buffer[:, :, self.length:end] = value.data
-        self.length = end
-        return Tensor(self.key_buffer[:, :, :end]), Tensor(self.value_buffer[:, :, :end])
-
-    def reorder(self, rows) -> None:
-        """Keep the cache rows of the surviving beams (row i <- old row rows[i])."""
-        if self.key_buffer is not None:
-            rows = array_module(self.key_buffer).asarray(rows)
-            self.key_buffer = self.key_buffer[rows]
-            self.value_buffer = self.value_buffer[rows]
-
-
 class CausalDecoder:
     """The decoder state of any causal LM whose forward takes `(ids, attention_mask=,
-    caches=)` and returns logits [B, T, V] (GPT, Llama): one preallocated KV cache per layer.
+    caches=)` and returns a ModelOutput with logits [B, T, V] (GPT, Llama): one preallocated KV cache per layer.
 
     A model hands one out from its `decoder(capacity, use_cache)` method; the generation
     loops only call `start`, `advance` and `reorder`, so they never name a model class.
@@ -162,22 +127,22 @@ class CausalDecoder:
 
     def __init__(self, model, num_layers: int, capacity: int, use_cache: bool):
         self.model, self.use_cache, self.capacity = model, use_cache, capacity
-        self.caches = [StaticKVCache(capacity) for _ in range(num_layers)] if use_cache else None
+        self.caches = [nn.KVCache(capacity) for _ in range(num_layers)] if use_cache else None
         self.ids = None  # the whole sequence so far, for the uncached path
 
     def start(self, ids: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
         """Run the prompt [N, T]; return the next-token logits [N, V] (host, float64)."""
         self.ids = ids
-        logits = self.model(ids, attention_mask=attention_mask, caches=self.caches)
+        logits = self.model(ids, attention_mask=attention_mask, caches=self.caches).logits
         return last_logits(logits)
 
     def advance(self, tokens: np.ndarray, attention_mask: np.ndarray | None) -> np.ndarray:
         """Feed one new token per row [N]; return the next-token logits [N, V]."""
         self.ids = np.concatenate([self.ids, tokens[:, None]], axis=1)
         if self.use_cache:
-            logits = self.model(tokens[:, None], attention_mask=attention_mask, caches=self.caches)
+            logits = self.model(tokens[:, None], attention_mask=attention_mask, caches=self.caches).logits
         else:
-            logits = self.model(self.ids, attention_mask=attention_mask)
+            logits = self.model(self.ids, attention_mask=attention_mask).logits
         return last_logits(logits)
 
     def reorder(self, rows: np.ndarray) -> None:
@@ -236,32 +201,27 @@ def generate_stream(model, input_ids, max_new_tokens=None, max_length=None, do_s
     pad = pad_token_id if pad_token_id is not None else (min(eos) if eos else 0)
     rng = np.random.default_rng(seed) if seed is not None else model_rng(model)
     stops = _StopStrings(stop, tokenizer, ids.shape[1])
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            decoder = _decoder_for(model, ids.shape[1] + max_new_tokens, use_cache)
-            logits = decoder.start(ids, mask)
-            sequences = ids
-            finished = np.zeros(len(ids), dtype=bool)
-            for step in range(max_new_tokens):
-                scores = apply_repetition_penalty(logits, sequences, repetition_penalty)
-                if do_sample:
-                    probabilities = _softmax(_warp(scores, temperature, top_k, top_p))
-                    tokens = _sample_rows(probabilities, rng)
-                else:
-                    tokens = scores.argmax(axis=-1)
-                tokens = np.where(finished, pad, tokens)
-                sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
-                yield tokens
-                finished |= np.isin(tokens, list(eos)) | stops.hits(sequences)
-                if finished.all() or step == max_new_tokens - 1:
-                    return
-                if mask is not None:
-                    mask = np.concatenate([mask, np.ones((len(mask), 1), dtype=mask.dtype)], axis=1)
-                logits = decoder.advance(tokens, mask)
-    finally:
-        model.train(was_training)
+    with nn.utils.eval_mode(model), no_grad():
+        decoder = _decoder_for(model, ids.shape[1] + max_new_tokens, use_cache)
+        logits = decoder.start(ids, mask)
+        sequences = ids
+        finished = np.zeros(len(ids), dtype=bool)
+        for step in range(max_new_tokens):
+            scores = apply_repetition_penalty(logits, sequences, repetition_penalty)
+            if do_sample:
+                probabilities = _softmax(_warp(scores, temperature, top_k, top_p))
+                tokens = _sample_rows(probabilities, rng)
+            else:
+                tokens = scores.argmax(axis=-1)
+            tokens = np.where(finished, pad, tokens)
+            sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
+            yield tokens
+            finished |= np.isin(tokens, list(eos)) | stops.hits(sequences)
+            if finished.all() or step == max_new_tokens - 1:
+                return
+            if mask is not None:
+                mask = np.concatenate([mask, np.ones((len(mask), 1), dtype=mask.dtype)], axis=1)
+            logits = decoder.advance(tokens, mask)
 
 
 def generate(model, input_ids, max_new_tokens=None, max_length=None, do_sample=False, temperature=1.0, top_k=None,
@@ -333,63 +293,58 @@ def beam_search(model, input_ids, max_new_tokens=None, max_length=None, num_beam
     improvable = np.ones((batch, 1), dtype=bool)
     top_mask = np.arange(keep) < num_beams
 
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            decoder = _decoder_for(model, total, use_cache)
-            logits = decoder.start(flat, mask)
-            length = prompt
-            while True:
-                sequences = running[:, :, :length].reshape(batch * num_beams, length)
-                log_probs = apply_repetition_penalty(_log_softmax(logits), sequences, repetition_penalty)
-                vocab = log_probs.shape[-1]
-                totals = (log_probs.reshape(batch, num_beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
-                top = np.argsort(-totals, axis=-1, kind="stable")[:, :keep]  # [B, keep]
-                top_scores = np.take_along_axis(totals, top, axis=-1)
-                source_beam, token = top // vocab, top % vocab
-                candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)  # [B, keep, total]
-                candidates[:, :, length] = token
-                ends = np.isin(token, list(eos)) | (length + 1 >= total)
+    with nn.utils.eval_mode(model), no_grad():
+        decoder = _decoder_for(model, total, use_cache)
+        logits = decoder.start(flat, mask)
+        length = prompt
+        while True:
+            sequences = running[:, :, :length].reshape(batch * num_beams, length)
+            log_probs = apply_repetition_penalty(_log_softmax(logits), sequences, repetition_penalty)
+            vocab = log_probs.shape[-1]
+            totals = (log_probs.reshape(batch, num_beams, vocab) + running_scores[:, :, None]).reshape(batch, -1)
+            top = np.argsort(-totals, axis=-1, kind="stable")[:, :keep]  # [B, keep]
+            top_scores = np.take_along_axis(totals, top, axis=-1)
+            source_beam, token = top // vocab, top % vocab
+            candidates = np.take_along_axis(running, source_beam[:, :, None], axis=1)  # [B, keep, total]
+            candidates[:, :, length] = token
+            ends = np.isin(token, list(eos)) | (length + 1 >= total)
 
-                # the best num_beams unfinished candidates keep running
-                live_scores = top_scores - 1e9 * ends
-                order = np.argsort(-live_scores, axis=-1, kind="stable")[:, :num_beams]
-                running = np.take_along_axis(candidates, order[:, :, None], axis=1)
-                running_scores = np.take_along_axis(live_scores, order, axis=-1)
-                chosen_rows = np.take_along_axis(source_beam, order, axis=-1)  # beam each survivor came from
+            # the best num_beams unfinished candidates keep running
+            live_scores = top_scores - 1e9 * ends
+            order = np.argsort(-live_scores, axis=-1, kind="stable")[:, :num_beams]
+            running = np.take_along_axis(candidates, order[:, :, None], axis=1)
+            running_scores = np.take_along_axis(live_scores, order, axis=-1)
+            chosen_rows = np.take_along_axis(source_beam, order, axis=-1)  # beam each survivor came from
 
-                # top-ranked candidates that ended join the finished pool if they beat it
-                just_finished = ends & top_mask[None, :]
-                penalized = top_scores / ((length + 1 - prompt) ** length_penalty)
-                penalized = penalized - 1e9 * (~improvable) - 1e9 * (~just_finished)
-                if early_stopping is True:
-                    penalized = penalized - 1e9 * is_finished.all(axis=-1, keepdims=True)
-                pool = np.concatenate([finished, candidates], axis=1)
-                pool_scores = np.concatenate([finished_scores, penalized], axis=1)
-                pool_lengths = np.concatenate([finished_lengths, np.full(just_finished.shape, length + 1)], axis=1)
-                pool_done = np.concatenate([is_finished, just_finished], axis=1)
-                best = np.argsort(-pool_scores, axis=-1, kind="stable")[:, :num_beams]
-                finished = np.take_along_axis(pool, best[:, :, None], axis=1)
-                finished_scores = np.take_along_axis(pool_scores, best, axis=-1)
-                finished_lengths = np.take_along_axis(pool_lengths, best, axis=-1)
-                is_finished = np.take_along_axis(pool_done, best, axis=-1)
+            # top-ranked candidates that ended join the finished pool if they beat it
+            just_finished = ends & top_mask[None, :]
+            penalized = top_scores / ((length + 1 - prompt) ** length_penalty)
+            penalized = penalized - 1e9 * (~improvable) - 1e9 * (~just_finished)
+            if early_stopping is True:
+                penalized = penalized - 1e9 * is_finished.all(axis=-1, keepdims=True)
+            pool = np.concatenate([finished, candidates], axis=1)
+            pool_scores = np.concatenate([finished_scores, penalized], axis=1)
+            pool_lengths = np.concatenate([finished_lengths, np.full(just_finished.shape, length + 1)], axis=1)
+            pool_done = np.concatenate([is_finished, just_finished], axis=1)
+            best = np.argsort(-pool_scores, axis=-1, kind="stable")[:, :num_beams]
+            finished = np.take_along_axis(pool, best[:, :, None], axis=1)
+            finished_scores = np.take_along_axis(pool_scores, best, axis=-1)
+            finished_lengths = np.take_along_axis(pool_lengths, best, axis=-1)
+            is_finished = np.take_along_axis(pool_done, best, axis=-1)
 
-                length += 1
-                # can a running beam still beat the worst finished one?
-                best_running = running_scores[:, :1] / ((length - prompt) ** length_penalty)
-                worst_finished = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), -1e9)
-                improvable &= np.any(best_running > worst_finished, axis=-1, keepdims=True)
-                all_done = early_stopping is True and is_finished.all()
-                if not improvable.any() or all_done or ends.all() or length >= total:
-                    break
-                rows = (np.arange(batch)[:, None] * num_beams + chosen_rows).reshape(-1)
-                decoder.reorder(rows)
-                if mask is not None:
-                    mask = np.concatenate([mask[rows], np.ones((len(rows), 1), dtype=mask.dtype)], axis=1)
-                logits = decoder.advance(running[:, :, length - 1].reshape(-1), mask)
-    finally:
-        model.train(was_training)
+            length += 1
+            # can a running beam still beat the worst finished one?
+            best_running = running_scores[:, :1] / ((length - prompt) ** length_penalty)
+            worst_finished = np.where(is_finished, finished_scores.min(axis=1, keepdims=True), -1e9)
+            improvable &= np.any(best_running > worst_finished, axis=-1, keepdims=True)
+            all_done = early_stopping is True and is_finished.all()
+            if not improvable.any() or all_done or ends.all() or length >= total:
+                break
+            rows = (np.arange(batch)[:, None] * num_beams + chosen_rows).reshape(-1)
+            decoder.reorder(rows)
+            if mask is not None:
+                mask = np.concatenate([mask[rows], np.ones((len(rows), 1), dtype=mask.dtype)], axis=1)
+            logits = decoder.advance(running[:, :, length - 1].reshape(-1), mask)
     chosen = finished[:, :num_return_sequences].reshape(batch * num_return_sequences, total)
     longest = int(finished_lengths[:, :num_return_sequences].max())
     return chosen[:, :longest]

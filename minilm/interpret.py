@@ -148,8 +148,8 @@ class _Explained:
         """The model's scores for all targets [S, K], in eval mode (no dropout)."""
         with viz.eval_mode(self.model):
             if self.is_classifier:
-                return self.model(inputs_embeds=embeds)  # [S, num_labels] logits
-            logits = self.model(inputs_embeds=embeds)[:, -1]  # [S, V] at the last position
+                return self.model(inputs_embeds=embeds).logits  # [S, num_labels]
+            logits = self.model(inputs_embeds=embeds).logits[:, -1]  # [S, V] at the last position
             return F.log_softmax(logits, axis=-1)  # [S, V] log-probabilities
 
     def outputs(self, points: np.ndarray) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 Each op is a `Function` subclass (the rule) plus a lowercase wrapper (the public op), and
 the wrapper is registered in `OPS` so that the test-suite can check that every public op
-has a gradient check. Backward rules are written with Tensor ops, so they can themselves be
-differentiated (`create_graph=True`).
+has a gradient check. Backward rules are written with operations that arrays and Tensors
+share, so they can themselves be differentiated (`create_graph=True`). A rule returns the
+natural gradient of each input; the engine sums it over broadcast dimensions (`sum_to`).
+The fused rules built from these primitives live in functional.py; docs/rules.md indexes
+all of them on one screen.
 
 This module defines ops named like Python builtins (sum, max, min, abs, pow); the
 builtins themselves are reached as `builtins.max` here.
@@ -23,7 +26,7 @@ import numbers
 import numpy as np
 
 from . import backend as _backend
-from .autograd import Function, Tensor, _to_array, is_grad_enabled
+from .autograd import Function, Tensor, _to_array, data_of, is_grad_enabled
 
 OPS: dict[str, callable] = {}
 
@@ -70,21 +73,13 @@ def _keepdims_shape(shape, axes) -> tuple:
 
 # Dual helpers: gradient rules call these on arrays (ordinary backward) or on Tensors
 # (recorded backward, create_graph=True); each does the same thing either way.
-def _reduce_grad_to(grad, x: Tensor):
-    """Make `grad` fit input `x`: sum over broadcast dimensions and match x's dtype."""
-    if grad.shape != x.shape:
-        grad = _sum_to(grad, x.shape)
-    if grad.dtype != x.dtype:
-        grad = grad.astype(x.dtype)
-    return grad
+def _apply(fn: Function, *grads):
+    """Run the rule `fn` on gradients: recorded if they are Tensors, else on the arrays."""
+    return fn(*grads) if isinstance(grads[0], Tensor) else fn.forward(*grads)
 
 
 def _sum_to(grad, shape: tuple):
-    if grad.shape == shape:
-        return grad
-    if isinstance(grad, Tensor):
-        return SumTo(shape)(grad)
-    return SumTo(shape).forward(grad)
+    return grad if grad.shape == shape else _apply(SumTo(shape), grad)
 
 
 def _broadcast_to(grad, shape: tuple):
@@ -114,8 +109,7 @@ class Add(Function):
         return a + b
 
     def backward(self, gy):
-        a, b = self.inputs
-        return _reduce_grad_to(gy, a), _reduce_grad_to(gy, b)
+        return gy, gy
 
 
 class Sub(Function):
@@ -123,8 +117,7 @@ class Sub(Function):
         return a - b
 
     def backward(self, gy):
-        a, b = self.inputs
-        return _reduce_grad_to(gy, a), _reduce_grad_to(-gy, b)
+        return gy, (-gy if self.inputs[1].requires_grad else None)
 
 
 class Mul(Function):
@@ -133,8 +126,8 @@ class Mul(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        ga = _reduce_grad_to(gy * self.value(b), a) if a.requires_grad else None
-        gb = _reduce_grad_to(gy * self.value(a), b) if b.requires_grad else None
+        ga = gy * self.value(b) if a.requires_grad else None
+        gb = gy * self.value(a) if b.requires_grad else None
         return ga, gb
 
 
@@ -145,8 +138,8 @@ class Div(Function):
     def backward(self, gy):
         a, b = self.inputs
         a_value, b_value = self.value(a), self.value(b)
-        ga = _reduce_grad_to(gy / b_value, a) if a.requires_grad else None
-        gb = _reduce_grad_to(-gy * a_value / (b_value * b_value), b) if b.requires_grad else None
+        ga = gy / b_value if a.requires_grad else None
+        gb = -gy * a_value / (b_value * b_value) if b.requires_grad else None
         return ga, gb
 
 
@@ -160,6 +153,8 @@ class Neg(Function):
 
 class PowScalar(Function):
     """x ** c for a constant exponent c."""
+
+    autocast_policy = "float32"
 
     def __init__(self, exponent):
         self.exponent = exponent
@@ -176,14 +171,16 @@ class PowScalar(Function):
 class Pow(Function):
     """a ** b with both sides tensors (d/db needs a > 0)."""
 
+    autocast_policy = "float32"
+
     def forward(self, a, b):
         return a**b
 
     def backward(self, gy):
         a, b = self.inputs
         a_value, b_value = self.value(a), self.value(b)
-        ga = _reduce_grad_to(gy * b_value * a_value ** (b_value - 1), a) if a.requires_grad else None
-        gb = _reduce_grad_to(gy * self.output() * _log(a_value), b) if b.requires_grad else None
+        ga = gy * b_value * a_value ** (b_value - 1) if a.requires_grad else None
+        gb = gy * self.output() * _log(a_value) if b.requires_grad else None
         return ga, gb
 
 
@@ -228,6 +225,8 @@ def pow(a, b) -> Tensor:  # noqa: A001 - mirrors Python's name
 # Elementwise functions
 # ---------------------------------------------------------------------------------------
 class Exp(Function):
+    autocast_policy = "float32"
+
     def forward(self, x):
         return _xp(x).exp(x)
 
@@ -236,6 +235,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    autocast_policy = "float32"
+
     def forward(self, x):
         return _xp(x).log(x)
 
@@ -273,6 +274,20 @@ class Sigmoid(Function):
         return gy * y * (1 - y)
 
 
+class NormalCDF(Function):
+    """Phi(x) = 0.5 (1 + erf(x / sqrt 2)), the standard normal CDF (the exact GELU's composite)."""
+
+    def forward(self, x):
+        return 0.5 * (1 + _backend.device_of(x).erf(x * _INV_SQRT_2))
+
+    def backward(self, gy):
+        x = self.value(self.inputs[0])
+        return gy * _exp(-0.5 * x * x) * _INV_SQRT_2PI  # phi(x)
+
+
+_INV_SQRT_2, _INV_SQRT_2PI = 1.0 / np.sqrt(2.0), 1.0 / np.sqrt(2.0 * np.pi)
+
+
 class ReLU(Function):
     def forward(self, x):
         return _xp(x).maximum(x, 0)
@@ -294,21 +309,31 @@ class Abs(Function):
 class Maximum(Function):
     """Elementwise max; on ties the gradient is shared half and half."""
 
-    def __init__(self, take_larger: bool = True):
-        self.take_larger = take_larger
-
     def forward(self, a, b):
-        xp = _xp(a)
-        return xp.maximum(a, b) if self.take_larger else xp.minimum(a, b)
+        return _xp(a).maximum(a, b)
 
     def backward(self, gy):
         a, b = self.inputs
-        wins = (a.data > b.data) if self.take_larger else (a.data < b.data)
-        share_a = wins + 0.5 * (a.data == b.data)
-        share_a = _constant(share_a.astype(gy.dtype), gy)
-        ga = _reduce_grad_to(gy * share_a, a) if a.requires_grad else None
-        gb = _reduce_grad_to(gy * (1 - share_a), b) if b.requires_grad else None
-        return ga, gb
+        return _share_by_winner(gy, a, b, a.data > b.data)
+
+
+class Minimum(Function):
+    """Elementwise min; on ties the gradient is shared half and half."""
+
+    def forward(self, a, b):
+        return _xp(a).minimum(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return _share_by_winner(gy, a, b, a.data < b.data)
+
+
+def _share_by_winner(gy, a: Tensor, b: Tensor, a_wins):
+    """gy to whichever of a, b was picked, half to each on a tie."""
+    share_a = _constant((a_wins + 0.5 * (a.data == b.data)).astype(gy.dtype), gy)
+    ga = gy * share_a if a.requires_grad else None
+    gb = gy * (1 - share_a) if b.requires_grad else None
+    return ga, gb
 
 
 class Where(Function):
@@ -321,8 +346,8 @@ class Where(Function):
     def backward(self, gy):
         a, b = self.inputs
         keep = _constant(self.condition.astype(gy.dtype), gy)
-        ga = _reduce_grad_to(gy * keep, a) if a.requires_grad else None
-        gb = _reduce_grad_to(gy * (1 - keep), b) if b.requires_grad else None
+        ga = gy * keep if a.requires_grad else None
+        gb = gy * (1 - keep) if b.requires_grad else None
         return ga, gb
 
 
@@ -382,13 +407,13 @@ def abs(x: Tensor) -> Tensor:  # noqa: A001 - mirrors Python's name
 @register("maximum")
 def maximum(a, b) -> Tensor:
     a = as_tensor(a, b) if not isinstance(a, Tensor) else a
-    return Maximum(take_larger=True)(a, as_tensor(b, a))
+    return Maximum()(a, as_tensor(b, a))
 
 
 @register("minimum")
 def minimum(a, b) -> Tensor:
     a = as_tensor(a, b) if not isinstance(a, Tensor) else a
-    return Maximum(take_larger=False)(a, as_tensor(b, a))
+    return Minimum()(a, as_tensor(b, a))
 
 
 @register("where")
@@ -398,7 +423,7 @@ def where(condition, a, b) -> Tensor:
     if not isinstance(like, Tensor):
         raise TypeError("where() needs at least one of a, b to be a Tensor")
     a, b = as_tensor(a, like), as_tensor(b, like)
-    condition = condition.data if isinstance(condition, Tensor) else like.device.xp.asarray(condition)
+    condition = data_of(condition, like.device)
     if condition.dtype != bool:
         raise TypeError(f"where(): condition must be a boolean tensor, got dtype {condition.dtype}")
     return Where(condition)(a, b)
@@ -414,7 +439,7 @@ def clip(x: Tensor, low=None, high=None) -> Tensor:
 @register("masked_fill")
 def masked_fill(x: Tensor, mask, value) -> Tensor:
     """x with `value` wherever `mask` (broadcast to x's shape) is True."""
-    mask = mask.data if isinstance(mask, Tensor) else x.device.xp.asarray(mask)
+    mask = data_of(mask, x.device)
     if mask.dtype != bool:
         raise TypeError(f"masked_fill(): mask must be boolean, got dtype {mask.dtype}")
     fill = Tensor(x.device.xp.asarray(value, dtype=x.dtype))
@@ -425,6 +450,8 @@ def masked_fill(x: Tensor, mask, value) -> Tensor:
 # Reductions
 # ---------------------------------------------------------------------------------------
 class Sum(Function):
+    autocast_policy = "float32"
+
     def __init__(self, axes: tuple, keepdims: bool):
         self.axes, self.keepdims = axes, keepdims
 
@@ -439,15 +466,13 @@ class Sum(Function):
 
 
 class Max(Function):
-    """max (or min) over axes; ties share the gradient equally."""
+    """max over axes; ties share the gradient equally."""
 
-    def __init__(self, axes: tuple, keepdims: bool, take_larger: bool):
-        self.axes, self.keepdims, self.take_larger = axes, keepdims, take_larger
+    def __init__(self, axes: tuple, keepdims: bool):
+        self.axes, self.keepdims = axes, keepdims
 
     def forward(self, x):
-        if self.take_larger:
-            return x.max(axis=self.axes, keepdims=self.keepdims)
-        return x.min(axis=self.axes, keepdims=self.keepdims)
+        return x.max(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
         x = self.inputs[0]
@@ -456,6 +481,14 @@ class Max(Function):
         is_extreme = x.data == extreme
         share = is_extreme / is_extreme.sum(axis=self.axes, keepdims=True)
         return _broadcast_to(gy.reshape(kept_shape), x.shape) * _constant(share.astype(gy.dtype), gy)
+
+
+class Min(Max):
+    """min over axes; ties share the gradient equally (Max's rule: it finds the picked
+    elements by comparing with the output)."""
+
+    def forward(self, x):
+        return x.min(axis=self.axes, keepdims=self.keepdims)
 
 
 @register("sum")
@@ -481,12 +514,12 @@ def var(x: Tensor, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
 
 @register("max")
 def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    return Max(_normalize_axis(axis, x.ndim), keepdims, take_larger=True)(x)
+    return Max(_normalize_axis(axis, x.ndim), keepdims)(x)
 
 
 @register("min")
 def min(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    return Max(_normalize_axis(axis, x.ndim), keepdims, take_larger=False)(x)
+    return Min(_normalize_axis(axis, x.ndim), keepdims)(x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -665,9 +698,7 @@ class Split(Function):
         return tuple(_xp(x).split(x, self.boundaries, axis=self.axis))
 
     def backward(self, *gys):
-        if isinstance(gys[0], Tensor):
-            return concatenate(gys, axis=self.axis)
-        return _xp(gys[0]).concatenate(gys, axis=self.axis)
+        return _apply(Concatenate(self.axis), *gys)
 
 
 @register("concatenate")
@@ -741,8 +772,7 @@ class GetItem(Function):
         return x[self.key]
 
     def backward(self, gy):
-        scatter = GetItemGrad(self.key, self.inputs[0].shape)
-        return scatter(gy) if isinstance(gy, Tensor) else scatter.forward(gy)
+        return _apply(GetItemGrad(self.key, self.inputs[0].shape), gy)
 
 
 class GetItemGrad(Function):
@@ -794,6 +824,8 @@ def _gemm_ready(x):
 
 
 class MatMul(Function):
+    autocast_policy = "low"
+
     def forward(self, a, b):
         if a.ndim > 2 and b.ndim == 2:
             # [..., n, k] @ [k, m]: one large GEMM on [(...n), k] beats a loop of small ones.
@@ -807,14 +839,14 @@ class MatMul(Function):
         a_value, b_value = self.value(a), self.value(b)
         ga = gb = None
         if a.requires_grad:
-            ga = _reduce_grad_to(_matmul(gy, b_value.swapaxes(-1, -2)), a)
+            ga = _matmul(gy, b_value.swapaxes(-1, -2))
         if b.requires_grad:
             if a.ndim > 2 and b.ndim == 2:
                 # sum over the batch of a^T @ gy, as one GEMM: [k, (...n)] @ [(...n), m]
                 a2 = a_value.reshape(-1, a.shape[-1])
-                gb = _reduce_grad_to(a2.swapaxes(0, 1) @ gy.reshape(-1, gy.shape[-1]), b)
+                gb = a2.swapaxes(0, 1) @ gy.reshape(-1, gy.shape[-1])
             else:
-                gb = _reduce_grad_to(_matmul(a_value.swapaxes(-1, -2), gy), b)
+                gb = _matmul(a_value.swapaxes(-1, -2), gy)
         return ga, gb
 
 
@@ -877,10 +909,7 @@ class ToDevice(Function):
         return self.device.asarray(host)
 
     def backward(self, gy):
-        source = self.inputs[0].device
-        if isinstance(gy, Tensor):
-            return to_device(gy, source)
-        return source.asarray(_backend.device_of(gy).to_host(gy))
+        return _apply(ToDevice(self.inputs[0].device), gy)
 
 
 @register("astype")
@@ -902,8 +931,7 @@ def to_device(x: Tensor, device) -> Tensor:
 # ---------------------------------------------------------------------------------------
 def _compare(op):
     def compare(self, other):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(op(self.data, other))
+        return Tensor(op(self.data, data_of(other)))
 
     return compare
 

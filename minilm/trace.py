@@ -2,7 +2,7 @@
 
     from minilm.trace import Trace
     with Trace() as t:
-        loss = model(ids, targets=targets)[1]
+        loss = model(ids, targets=targets).loss
         loss.backward()
     print(t.table())      # one row per op, in the order they ran
     print(t.summary())    # time per op kind, the largest first
@@ -33,7 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from . import backend as _backend
-from .autograd import Function, Tensor
+from .autograd import Function, data_of
 
 
 @dataclass
@@ -134,7 +134,7 @@ class Trace:
             return
         for a in arguments:
             if a is not None:
-                _backend.device_of(a.data if isinstance(a, Tensor) else a).synchronize()
+                _backend.device_of(data_of(a)).synchronize()
                 return
 
     # -- reports ------------------------------------------------------------------------------

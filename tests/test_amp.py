@@ -72,9 +72,9 @@ def test_padding_masks_stay_finite_under_autocast():
     ids = np.random.default_rng(0).integers(0, 32, (2, 10))
     mask = np.ones((2, 10), dtype=np.int64)
     mask[0, :4] = 0  # left padding
-    reference = model(ids, attention_mask=mask).numpy()
+    reference = model(ids, attention_mask=mask).logits.numpy()
     with amp.autocast():
-        logits = model(ids, attention_mask=mask).numpy()
+        logits = model(ids, attention_mask=mask).logits.numpy()
     assert np.isfinite(logits).all()
     real = mask.astype(bool)
     np.testing.assert_allclose(logits[real], reference[real], atol=3e-2)

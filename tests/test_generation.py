@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import minilm as ml
-from minilm.generation import StaticKVCache, top_k_filter, top_p_filter
+from minilm import nn
+from minilm.generation import top_k_filter, top_p_filter
 from minilm.models import GPT, GPTConfig, LSTMConfig, LSTMLanguageModel
 
 torch = pytest.importorskip("torch", reason="PyTorch runs the reference GPT-2")
@@ -32,16 +33,16 @@ PROMPTS = np.random.default_rng(0).integers(0, 97, (2, 5))
 def test_cached_logits_equal_uncached_at_every_step(pair):
     _, model = pair
     ids = PROMPTS
-    caches = [StaticKVCache(40) for _ in model.blocks]
+    caches = [nn.KVCache(40) for _ in model.blocks]
     with ml.no_grad():
-        step_logits = model(ids, caches=caches)[:, -1].numpy()
+        step_logits = model(ids, caches=caches).logits[:, -1].numpy()
         sequence = ids
         for _ in range(15):
-            full = model(sequence)[:, -1].numpy()
+            full = model(sequence).logits[:, -1].numpy()
             assert np.abs(full - step_logits).max() <= 1e-5
             token = full.argmax(-1)[:, None]
             sequence = np.concatenate([sequence, token], axis=1)
-            step_logits = model(token, caches=caches)[:, -1].numpy()
+            step_logits = model(token, caches=caches).logits[:, -1].numpy()
 
 
 def _hf(reference, ids, **kwargs):
@@ -181,7 +182,7 @@ def test_lstm_generates_and_caches_its_state():
     sequence = np.array([[1, 2, 3]])
     with ml.no_grad():
         for _ in range(6):
-            token = model(sequence)[:, -1].numpy().argmax(-1)
+            token = model(sequence).logits[:, -1].numpy().argmax(-1)
             sequence = np.concatenate([sequence, token[:, None]], axis=1)
     np.testing.assert_array_equal(out, sequence)
 
@@ -206,3 +207,28 @@ def test_bad_prompts(pair):
         model.generate(np.zeros((1, 70), dtype=np.int64), max_new_tokens=3)
     with pytest.raises(ValueError, match="exceeds the model's context"):
         model.generate(np.zeros((1, 60), dtype=np.int64), max_new_tokens=10)
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_generate_gives_every_submodule_its_own_mode_back(num_beams):
+    model = GPT(GPTConfig(vocab_size=11, n_layer=2, n_head=2, n_embd=8, block_size=16)).train()
+    model.blocks[0].eval()  # e.g. a frozen block, kept in eval mode while the rest trains
+    model.generate(np.array([[1, 2, 3]]), max_new_tokens=3, num_beams=num_beams)
+    assert model.training and model.blocks[1].training and model.blocks[1].attn.training
+    assert not model.blocks[0].training and not model.blocks[0].attn.training
+
+
+def test_a_preallocated_kv_cache_matches_a_growing_one_and_reorders_rows():
+    block = nn.TransformerBlock(8, 2, causal=True).to(dtype=ml.float64)
+    x = ml.tensor(np.random.default_rng(1).standard_normal((3, 5, 8)))
+    growing, preallocated = nn.KVCache(), nn.KVCache(capacity=5)
+    with ml.no_grad():
+        for cache in (growing, preallocated):
+            block(x[:, :3], cache=cache)
+            cache.reorder([2, 0, 0])
+        steps = [block(x[:, 3:4], cache=cache).numpy() for cache in (growing, preallocated)]
+    np.testing.assert_allclose(steps[0], steps[1], rtol=1e-12)
+    keys = preallocated.key.numpy()  # [B, H, 4, D]; rows 1 and 2 both continue old row 0
+    np.testing.assert_array_equal(keys[1, :, :3], keys[2, :, :3])
+    with pytest.raises(ValueError, match="KV cache full"):
+        block(x[:, :2], cache=preallocated)

@@ -70,7 +70,7 @@ def test_gradient_x_input_is_the_first_order_term():
         x = model.wte(ids).numpy()
 
         def f(scale):
-            logits = model.eval()(inputs_embeds=ml.tensor(x * scale))[:, -1]
+            logits = model.eval()(inputs_embeds=ml.tensor(x * scale)).logits[:, -1]
             return float(ml.functional.log_softmax(logits, axis=-1)[0, 4].item())
 
         eps = 1e-5
@@ -94,7 +94,7 @@ def test_default_target_is_the_prediction_and_the_outputs_render(tmp_path):
     model, tokenizer = _classifier()
     result = interpret.gradient_x_input(model, tokenizer, TEXT)
     with no_grad():
-        logits = model.eval()(np.array([tokenizer.encode(TEXT)])).numpy()[0]
+        logits = model.eval()(np.array([tokenizer.encode(TEXT)])).logits.numpy()[0]
     assert result.target == int(np.argmax(logits)) and result.target_name in ("a", "b", "c")
     assert len(result.tokens) == len(TEXT) + 2 and result.attributions.shape == (len(TEXT) + 2, 16)
     ansi = result.to_ansi()
@@ -119,7 +119,8 @@ def test_inputs_embeds_give_the_same_outputs_as_ids():
     gpt_ids = np.array([tokenizer.encode(TEXT)])
     with no_grad():
         gpt.eval()
-        np.testing.assert_allclose(gpt(inputs_embeds=gpt.wte(gpt_ids)).numpy(), gpt(gpt_ids).numpy(), rtol=1e-12)
+        from_embeddings = gpt(inputs_embeds=gpt.wte(gpt_ids)).logits.numpy()
+        np.testing.assert_allclose(from_embeddings, gpt(gpt_ids).logits.numpy(), rtol=1e-12)
     classifier, chars = _classifier()
     bert = classifier.eval().bert
     ids = np.array([chars.encode(TEXT)])

@@ -49,7 +49,7 @@ def count_models(ids: np.ndarray, vocab: int):
 def gpt_next_token_probabilities(model, ids: np.ndarray) -> np.ndarray:
     """P(x_t | x_<t) under the GPT for t = 1 .. n-1."""
     with ml.no_grad():
-        log_probabilities = F.log_softmax(model.eval()(ids[None, :-1]), axis=-1).numpy()[0]  # [T-1, V]
+        log_probabilities = F.log_softmax(model.eval()(ids[None, :-1]).logits, axis=-1).numpy()[0]  # [T-1, V]
     return np.exp(log_probabilities[np.arange(len(ids) - 1), ids[1:]])
 
 

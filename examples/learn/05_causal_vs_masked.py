@@ -83,7 +83,7 @@ def main(argv=None):
         masked_ids += chars.encode(piece) + ([special["mask"]] if i < len(pieces) - 1 else [])
     masked_ids = np.array(masked_ids + [special["sep"]])
     with ml.no_grad():
-        probabilities = ml.functional.softmax(bert(masked_ids[None]), axis=-1).numpy()[0]  # [T, V]
+        probabilities = ml.functional.softmax(bert(masked_ids[None]).logits, axis=-1).numpy()[0]  # [T, V]
     holes = np.flatnonzero(masked_ids == special["mask"])
     filled = [chars.decode([int(probabilities[i, :chars.vocab_size].argmax())]) for i in holes]
     print(f"BERT fills in    {MASKED!r} -> {filled} (the answers: ['f', 'u']); its top guesses:")

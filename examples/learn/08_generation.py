@@ -47,7 +47,7 @@ STRATEGIES = {
 def mean_log_probability(model, ids: np.ndarray, start: int) -> float:
     """Average log P(x_t | x_<t) over the generated positions t >= start."""
     with ml.no_grad():
-        log_probabilities = F.log_softmax(model(ids[None, :-1]), axis=-1).numpy()[0]  # [T-1, V]
+        log_probabilities = F.log_softmax(model(ids[None, :-1]).logits, axis=-1).numpy()[0]  # [T-1, V]
     picked = log_probabilities[np.arange(len(ids) - 1), ids[1:]]
     return float(picked[start - 1:].mean())
 
@@ -89,7 +89,7 @@ def main(argv=None):
         print(f"{name:<22} {score:10.3f} {distinct_trigrams(continuation):17.2f}  {continuation!r}")
 
     with ml.no_grad():
-        logits = model(prompt).numpy()[0, -1]  # [V] scores for the character after the prompt
+        logits = model(prompt).logits.numpy()[0, -1]  # [V] scores for the character after the prompt
     top = np.argsort(-logits)[:15]
     temperatures = [0.5, 1.0, 1.5, 2.0]
     table = []

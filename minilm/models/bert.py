@@ -21,8 +21,10 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn, ops
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, data_of, no_grad
+from ..nn.attention import padding_mask
 from .hf import WeightMap, load_mapped, read_config, save_mapped
+from .output import ModelOutput
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 
@@ -116,7 +118,7 @@ class BertModel(nn.Module):
         output_attentions: also return every layer's attention weights, a list of
         [B, H, T, T] tensors, as the last element of the result.
         """
-        xp = self.embeddings.word.weight.device.xp
+        device = self.embeddings.word.weight.device
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("BertModel.forward needs exactly one of input_ids and inputs_embeds")
         if inputs_embeds is not None:
@@ -126,7 +128,7 @@ class BertModel(nn.Module):
             ids = None
             shape = inputs_embeds.shape[:2]
         else:
-            ids = _array(input_ids, xp)
+            ids = data_of(input_ids, device)
             if ids.ndim != 2:
                 raise ValueError(f"BERT expects input_ids of shape [B, T], got {ids.shape}")
             shape = ids.shape
@@ -134,17 +136,15 @@ class BertModel(nn.Module):
         if length > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {length} tokens is longer than max_position_embeddings "
                              f"({self.config.max_position_embeddings})")
-        token_types = xp.zeros(shape, dtype=np.int64) if token_type_ids is None else _array(token_type_ids, xp)
+        if token_type_ids is None:
+            token_types = device.xp.zeros(shape, dtype=np.int64)
+        else:
+            token_types = data_of(token_type_ids, device)
         if token_types.shape != shape:
             raise ValueError(f"token_type_ids has shape {token_types.shape}, expected {shape}")
         key_padding = None
         if attention_mask is not None:
-            mask = _array(attention_mask, xp)
-            if mask.shape != shape:
-                raise ValueError(f"attention_mask has shape {mask.shape}, expected {shape}")
-            dtype = self.embeddings.word.weight.dtype
-            # Finite, like Hugging Face: an all-padding row must not turn into NaN.
-            key_padding = xp.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)  # [B, T]
+            key_padding = padding_mask(attention_mask, shape, self.embeddings.word.weight.dtype, device)  # [B, T]
 
         x = self.embeddings(ids, token_types, inputs_embeds)  # [B, T, C]
         attentions = []
@@ -217,15 +217,14 @@ class BertForMaskedLM(nn.Module):
         self.transform.apply(_bert_init)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        """Logits [B, T, vocab]; with `labels` [B, T] (-100 = not masked): (logits, loss)."""
+        """A ModelOutput: logits [B, T, vocab], and the loss with `labels` [B, T] (-100 = not masked)."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids)  # [B, T, C]
         h = self.norm(self.act(self.transform(hidden)))  # [B, T, C]
         logits = F.linear(h, self.bert.embeddings.word.weight, self.decoder_bias)  # [B, T, V]
         if labels is None:
-            return logits
-        xp = logits.device.xp
-        loss = F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), _array(labels, xp).reshape(-1))
-        return logits, loss
+            return ModelOutput(logits)
+        loss = F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), data_of(labels, logits.device).reshape(-1))
+        return ModelOutput(logits, loss)
 
     def _hf_mapping(self) -> list[WeightMap]:
         maps = [m.prefixed("bert.", "bert.") for m in self.bert._hf_mapping()]
@@ -261,7 +260,7 @@ class BertForSequenceClassification(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 inputs_embeds: Tensor | None = None):
-        """Logits [B, num_labels]; with integer `labels` [B]: (logits, loss).
+        """A ModelOutput: logits [B, num_labels], and the loss with integer `labels` [B].
 
         inputs_embeds [B, T, C] replaces the word vectors of input_ids (see BertModel.forward).
         """
@@ -269,8 +268,8 @@ class BertForSequenceClassification(nn.Module):
                               inputs_embeds=inputs_embeds)  # [B, C]
         logits = self.classifier(self.drop(pooled))  # [B, num_labels]
         if labels is None:
-            return logits
-        return logits, F.cross_entropy(logits, _array(labels, logits.device.xp))
+            return ModelOutput(logits)
+        return ModelOutput(logits, F.cross_entropy(logits, data_of(labels, logits.device)))
 
     def _hf_mapping(self) -> list[WeightMap]:
         maps = [m.prefixed("bert.", "bert.") for m in self.bert._hf_mapping()]
@@ -302,8 +301,7 @@ class BertForSequenceClassification(nn.Module):
 
 def mean_pooling(hidden: Tensor, attention_mask) -> Tensor:
     """Average of the token vectors where attention_mask is 1: [B, T, C] -> [B, C]."""
-    xp = hidden.device.xp
-    mask = Tensor(_array(attention_mask, xp).astype(hidden.dtype)[:, :, None])  # [B, T, 1]
+    mask = Tensor(data_of(attention_mask, hidden.device).astype(hidden.dtype)[:, :, None])  # [B, T, 1]
     total = (hidden * mask).sum(axis=1)  # [B, C]
     count = ops.clip(mask.sum(axis=1), 1e-9, None)  # [B, 1]
     return total / count
@@ -339,6 +337,3 @@ def _bert_init(module) -> None:
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
 
-
-def _array(value, xp):
-    return value.data if isinstance(value, Tensor) else xp.asarray(value)

@@ -10,15 +10,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-
-import numpy as np
 
 from .. import functional as F
 from .. import nn, ops
-from ..autograd import Tensor
+from ..autograd import data_of, no_grad
 from ..generation import CausalDecoder, GenerationMixin
+from ..nn.attention import padding_mask
 from .hf import WeightMap, load_mapped, read_config, save_mapped
+from .output import ModelOutput
 
 
 @dataclass
@@ -61,19 +62,20 @@ class GPT(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
         )
         self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps)
         self.lm_head = None if c.tie_weights else nn.Linear(c.n_embd, c.vocab_size, bias=False)
-        nn.init.gpt2_init_(self, c.n_layer)
+        gpt2_init_(self, c.n_layer)
 
     def forward(self, ids=None, targets=None, attention_mask=None, position_ids=None, caches=None,
                 inputs_embeds=None, output_attentions: bool = False):
-        """Logits [B, T, vocab] for token ids [B, T] (with `targets` [B, T]: (logits, loss)).
+        """A ModelOutput: logits [B, T, vocab] for token ids [B, T], and the loss with
+        `targets` [B, T] (so `logits, loss = model(ids, targets=targets)` unpacks).
 
         attention_mask [B, P+T]: 1 for real tokens, 0 for padding (left padding for batched
         generation); positions then count real tokens only, as Hugging Face does.
         caches: one nn.KVCache per layer holding P earlier positions (incremental decoding).
         inputs_embeds [B, T, C]: token vectors to use instead of wte(ids), e.g. a leaf tensor
         to differentiate the output with respect to (gradient attributions).
-        output_attentions: also return every layer's attention weights, a list of
-        [B, H, T, P+T] tensors, as the last element of the result.
+        output_attentions: also return every layer's attention weights (`.attentions`), a
+        list of [B, H, T, P+T] tensors.
         """
         if (ids is None) == (inputs_embeds is None):
             raise ValueError("GPT.forward needs exactly one of ids and inputs_embeds")
@@ -83,7 +85,7 @@ class GPT(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
                                  f"got {inputs_embeds.shape}")
             batch, length = inputs_embeds.shape[:2]
         else:
-            ids = ids.data if isinstance(ids, Tensor) else self.wte.weight.device.xp.asarray(ids)
+            ids = data_of(ids, self.wte.weight.device)
             if ids.ndim != 2:
                 raise ValueError(f"GPT expects token ids of shape [B, T], got {ids.shape}")
             batch, length = ids.shape
@@ -93,22 +95,17 @@ class GPT(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
                 f"sequence of {past + length} tokens is longer than the model's context "
                 f"(block_size {self.config.block_size})"
             )
-        xp = self.wte.weight.device.xp
+        device = self.wte.weight.device
         key_padding = None
         if attention_mask is not None:
-            mask = xp.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
-            if mask.shape != (batch, past + length):
-                raise ValueError(f"attention_mask has shape {mask.shape}, expected ({batch}, {past + length})")
-            # A large finite negative (not -inf) for padded keys: a padded query whose keys
-            # are all padding then gets harmless uniform weights instead of NaN.
-            dtype = self.wte.weight.dtype
-            key_padding = xp.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)  # [B, S]
-            if position_ids is None:
-                positions = xp.cumsum(mask, axis=-1) - 1
-                position_ids = xp.where(mask.astype(bool), positions, 1)[:, past:]
+            key_padding = padding_mask(attention_mask, (batch, past + length), self.wte.weight.dtype, device)  # [B, S]
+            if position_ids is None:  # count real tokens only, as Hugging Face does
+                mask = data_of(attention_mask, device)
+                positions = device.xp.cumsum(mask, axis=-1) - 1
+                position_ids = device.xp.where(mask.astype(bool), positions, 1)[:, past:]
         if position_ids is None:
-            position_ids = xp.arange(past, past + length)[None, :]  # [1, T]
-        position_ids = position_ids.data if isinstance(position_ids, Tensor) else xp.asarray(position_ids)
+            position_ids = device.xp.arange(past, past + length)[None, :]  # [1, T]
+        position_ids = data_of(position_ids, device)
 
         tokens = self.wte(ids) if inputs_embeds is None else inputs_embeds  # [B, T, C]
         x = tokens + self.wpe(position_ids)  # [B, T, C] + [B or 1, T, C]
@@ -124,12 +121,11 @@ class GPT(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
         x = self.ln_f(x)  # [B, T, C]
         weight = self.wte.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x, weight)  # [B, T, C] @ [C, V] -> [B, T, V]
-        results = (logits,)
+        loss = None
         if targets is not None:
-            results += (F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), _flat(targets, xp)),)
-        if output_attentions:
-            results += (attentions,)
-        return results[0] if len(results) == 1 else results
+            flat_targets = data_of(targets, device).reshape(-1)  # [B * T]
+            loss = F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), flat_targets)
+        return ModelOutput(logits, loss, attentions if output_attentions else None)
 
     def decoder(self, capacity: int, use_cache: bool = True) -> CausalDecoder:
         """The generation loops' view of this model: see `minilm.generation.CausalDecoder`."""
@@ -200,6 +196,27 @@ class GPT(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
         save_mapped(self, folder, mapping, config)
 
 
-def _flat(targets, xp):
-    targets = targets.data if isinstance(targets, Tensor) else xp.asarray(targets)
-    return targets.reshape(-1)
+def gpt2_init_(model, n_layer: int, std: float = 0.02,
+               residual_suffixes: tuple = ("attn.out_proj.weight", "mlp.proj.weight")):
+    """GPT-2's scheme: Linear and Embedding weights ~ N(0, 0.02^2), biases 0, LayerNorm 1/0;
+    the projections that write into the residual stream (names ending in
+    `residual_suffixes`) get std / sqrt(2 n_layer), so the residual sum's variance does not
+    grow with depth (each block adds two such projections)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, std)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with no_grad():
+                module.weight[module.padding_idx] = 0.0
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    residual_std = std / math.sqrt(2 * n_layer)
+    for name, p in model.named_parameters():
+        if name.endswith(residual_suffixes):
+            nn.init.normal_(p, 0.0, residual_std)
+    return model

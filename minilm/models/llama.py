@@ -27,6 +27,7 @@ from .. import functional as F
 from .. import nn, ops
 from ..autograd import Tensor
 from ..generation import CausalDecoder, GenerationMixin
+from ..nn.attention import padding_mask
 from .hf import CheckpointError, WeightMap, load_mapped, read_config, save_mapped
 from .output import ModelOutput
 
@@ -229,7 +230,8 @@ class Llama(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
             raise ValueError(f"sequence of {past + length} tokens is longer than the model's context "
                              f"(max_position_embeddings {self.config.max_position_embeddings})")
         dtype = self.embed.weight.dtype
-        key_padding, positions = _padding_and_positions(attention_mask, batch, past, length, dtype, xp)
+        key_padding, positions = _padding_and_positions(attention_mask, batch, past, length, dtype,
+                                                        self.embed.weight.device)
         if position_ids is not None:
             positions = position_ids.data if isinstance(position_ids, Tensor) else xp.asarray(position_ids)
         rotary = self.rotary(positions, dtype, xp)  # cos, sin [B or 1, 1, T, D/2]
@@ -328,21 +330,17 @@ def _weight_map(model: Llama, names: dict) -> list[WeightMap]:
     return maps
 
 
-def _padding_and_positions(attention_mask, batch: int, past: int, length: int, dtype, xp):
+def _padding_and_positions(attention_mask, batch: int, past: int, length: int, dtype, device):
     """The additive key-padding mask [B, P+T] (or None) and the position ids of the new tokens.
 
     Positions count real tokens only (a left-padded row starts at 0 at its first real
     token), as Hugging Face's generate numbers them.
     """
+    xp = device.xp
     if attention_mask is None:
         return None, xp.arange(past, past + length)[None, :]  # [1, T]
-    mask = xp.asarray(attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask)
-    if mask.shape != (batch, past + length):
-        raise ValueError(f"attention_mask has shape {mask.shape}, expected ({batch}, {past + length})")
-    real = mask.astype(bool)
-    # A large finite negative (not -inf) for padded keys: a padded query whose keys are all
-    # padding then gets harmless uniform weights instead of NaN.
-    key_padding = xp.where(real, 0.0, np.finfo(dtype).min).astype(dtype)  # [B, P+T]
+    key_padding = padding_mask(attention_mask, (batch, past + length), dtype, device)  # [B, P+T]
+    real = key_padding == 0
     positions = xp.where(real, xp.cumsum(real, axis=-1) - 1, 1)[:, past:]  # [B, T]
     return key_padding, positions
 

@@ -8,8 +8,9 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn, ops
-from ..autograd import Tensor
+from ..autograd import Tensor, data_of
 from ..generation import GenerationMixin, last_logits
+from .output import ModelOutput
 
 
 @dataclass
@@ -47,10 +48,11 @@ class LSTMLanguageModel(nn.Module, GenerationMixin):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
     def forward(self, ids, targets=None, state=None, return_state: bool = False):
-        """ids [B, T] -> logits [B, T, V] (and the loss with `targets`, the (h, c) state with
-        `return_state`). `state` continues from an earlier call (truncated BPTT, generation)."""
-        xp = self.embedding.weight.device.xp
-        ids = ids.data if isinstance(ids, Tensor) else xp.asarray(ids)
+        """ids [B, T] -> a ModelOutput: logits [B, T, V], the loss with `targets`, the (h, c)
+        state with `return_state`. `state` continues from an earlier call (truncated BPTT,
+        generation)."""
+        device = self.embedding.weight.device
+        ids = data_of(ids, device)
         if ids.ndim != 2:
             raise ValueError(f"LSTMLanguageModel expects token ids of shape [B, T], got {ids.shape}")
         x = self.drop(self.embedding(ids))  # [B, T, E]
@@ -60,13 +62,11 @@ class LSTMLanguageModel(nn.Module, GenerationMixin):
             logits = self.head(out)  # [B, T, V]
         else:
             logits = F.linear(out, self.embedding.weight, self.head_bias)
-        results = (logits,)
+        loss = None
         if targets is not None:
-            flat_targets = (targets.data if isinstance(targets, Tensor) else xp.asarray(targets)).reshape(-1)
-            results += (F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), flat_targets),)
-        if return_state:
-            results += (state,)
-        return results[0] if len(results) == 1 else results
+            flat_targets = data_of(targets, device).reshape(-1)  # [B * T]
+            loss = F.cross_entropy(ops.reshape(logits, (-1, logits.shape[-1])), flat_targets)
+        return ModelOutput(logits, loss, state=state if return_state else None)
 
     def decoder(self, capacity: int, use_cache: bool = True) -> "LSTMDecoder":
         """The generation loops' view of this model: its (h, c) state is the whole cache."""
@@ -82,12 +82,14 @@ class LSTMDecoder:
     def start(self, ids: np.ndarray, attention_mask) -> np.ndarray:
         if attention_mask is not None and not np.all(attention_mask):
             raise ValueError("generate: the LSTM language model takes unpadded prompts (one length per batch)")
-        logits, self.state = self.model(ids, state=None, return_state=True)
-        return last_logits(logits)
+        out = self.model(ids, state=None, return_state=True)
+        self.state = out.state
+        return last_logits(out.logits)
 
     def advance(self, tokens: np.ndarray, attention_mask) -> np.ndarray:
-        logits, self.state = self.model(tokens[:, None], state=self.state, return_state=True)
-        return last_logits(logits)
+        out = self.model(tokens[:, None], state=self.state, return_state=True)
+        self.state = out.state
+        return last_logits(out.logits)
 
     def reorder(self, rows: np.ndarray) -> None:
         h, c = self.state

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import ops
-from ..autograd import Tensor
+from ..autograd import Tensor, data_of
 from ..backend import array_module
 from .layers import Linear
 from .module import Module
@@ -29,22 +29,57 @@ class KVCache:
     Pass one per layer as `cache=` while decoding token by token: each call appends the new
     positions' keys/values ([B, H, T_new, D]) and attends over all of them, so earlier
     positions are projected once instead of at every step.
+
+    capacity=None: the cache grows by concatenation (a recorded op, so gradients flow
+    through it). capacity=N (generation): buffers for N positions are allocated at the first
+    update and every update writes into them in place, with no re-allocation per token;
+    attention reads a view of the filled part.
     """
 
-    def __init__(self):
-        self.key: Tensor | None = None  # [B, H, S, D]
+    def __init__(self, capacity: int | None = None):
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"KVCache: capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.key: Tensor | None = None  # [B, H, S, D]: every position so far
         self.value: Tensor | None = None  # [B, H, S, D]
+        self._buffers = None  # (keys, values) arrays [B, H, capacity, D], when preallocated
 
     def __len__(self) -> int:
         return 0 if self.key is None else self.key.shape[-2]
 
     def update(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Append the new positions and return the keys/values of all positions so far."""
-        if self.key is not None:
-            key = ops.concatenate([self.key, key], axis=2)  # [B, H, S, D] + [B, H, T, D] -> [B, H, S+T, D]
-            value = ops.concatenate([self.value, value], axis=2)
+        if self.capacity is None:
+            if self.key is not None:
+                key = ops.concatenate([self.key, key], axis=2)  # [B, H, S, D] + [B, H, T, D] -> [B, H, S+T, D]
+                value = ops.concatenate([self.value, value], axis=2)
+        else:
+            batch, heads, new, dim = key.shape
+            if self._buffers is None:
+                xp = key.device.xp
+                self._buffers = (xp.empty((batch, heads, self.capacity, dim), dtype=key.dtype),
+                                 xp.empty((batch, heads, self.capacity, dim), dtype=value.dtype))
+            start, end = len(self), len(self) + new
+            if end > self.capacity:
+                raise ValueError(f"KV cache full: {end} positions needed, {self.capacity} preallocated")
+            keys, values = self._buffers
+            keys[:, :, start:end] = key.data
+            values[:, :, start:end] = value.data
+            key, value = Tensor(keys[:, :, :end]), Tensor(values[:, :, :end])
         self.key, self.value = key, value
         return key, value
+
+    def reorder(self, rows) -> None:
+        """Keep the rows of the surviving beams (row i <- old row rows[i])."""
+        if self.key is None:
+            return
+        rows = self.key.device.xp.asarray(rows)
+        if self._buffers is not None:
+            self._buffers = tuple(buffer[rows] for buffer in self._buffers)
+            length = len(self)
+            self.key, self.value = (Tensor(buffer[:, :, :length]) for buffer in self._buffers)
+        else:
+            self.key, self.value = Tensor(self.key.data[rows]), Tensor(self.value.data[rows])
 
 
 class MultiHeadAttention(Module):
@@ -189,7 +224,7 @@ class MultiHeadAttention(Module):
             # which saves building one per layer for every generated token.)
             restrict(xp.tril(xp.ones((length, source), dtype=bool), k=source - length))
         if attn_mask is not None:
-            m = _array(attn_mask, xp)
+            m = data_of(attn_mask, like.device)
             if m.shape not in ((length, source), (batch * self.num_heads, length, source)):
                 raise ValueError(f"MultiHeadAttention: attn_mask has shape {m.shape}, expected ({length}, {source}) "
                                  f"or ({batch * self.num_heads}, {length}, {source})")
@@ -200,7 +235,7 @@ class MultiHeadAttention(Module):
             else:
                 add(m.astype(dtype))
         if key_padding_mask is not None:
-            m = _array(key_padding_mask, xp)
+            m = data_of(key_padding_mask, like.device)
             if m.shape != (batch, source):
                 raise ValueError(
                     f"MultiHeadAttention: key_padding_mask has shape {m.shape}, expected ({batch}, {source})")
@@ -230,6 +265,14 @@ def _grouped_mask(mask, kv_heads: int, groups: int, length: int):
     return xp.broadcast_to(per_group, (batch, kv, groups, length, source)).reshape(batch, kv, groups * length, source)
 
 
-def _array(mask, xp):
-    return mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
+def padding_mask(attention_mask, shape: tuple, dtype, device):
+    """The additive key-padding mask [B, S] for an attention_mask of 1 (token) / 0 (padding).
 
+    A large finite negative (not -inf), as Hugging Face uses: a query whose keys are all
+    padding then gets harmless uniform weights instead of NaN. Shared by every model that
+    takes an attention_mask (GPT, BERT).
+    """
+    mask = data_of(attention_mask, device)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"attention_mask has shape {mask.shape}, expected {tuple(shape)}")
+    return device.xp.where(mask.astype(bool), 0.0, np.finfo(dtype).min).astype(dtype)  # [B, S]

@@ -119,31 +119,3 @@ def kaiming_uniform_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonli
 def kaiming_normal_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> Tensor:
     """N(0, std^2) with std = gain / sqrt(fan)."""
     return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity))
-
-
-def gpt2_init_(model, n_layer: int, std: float = 0.02,
-               residual_suffixes: tuple = ("attn.out_proj.weight", "mlp.proj.weight")):
-    """GPT-2's scheme: Linear and Embedding weights ~ N(0, 0.02^2), biases 0, LayerNorm 1/0;
-    the projections that write into the residual stream (names ending in
-    `residual_suffixes`) get std / sqrt(2 n_layer), so the residual sum's variance does not
-    grow with depth (each block adds two such projections)."""
-    from .layers import Embedding, LayerNorm, Linear
-
-    for module in model.modules():
-        if isinstance(module, (Linear, Embedding)):
-            normal_(module.weight, 0.0, std)
-        if isinstance(module, Embedding) and module.padding_idx is not None:
-            with no_grad():
-                module.weight[module.padding_idx] = 0.0
-        if isinstance(module, Linear) and module.bias is not None:
-            zeros_(module.bias)
-        if isinstance(module, LayerNorm):
-            if module.weight is not None:
-                ones_(module.weight)
-            if module.bias is not None:
-                zeros_(module.bias)
-    residual_std = std / math.sqrt(2 * n_layer)
-    for name, p in model.named_parameters():
-        if name.endswith(residual_suffixes):
-            normal_(p, 0.0, residual_std)
-    return model

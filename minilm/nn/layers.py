@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import ops
-from ..autograd import Tensor, get_default_dtype, no_grad
+from ..autograd import Tensor, data_of, get_default_dtype, no_grad
 from . import init
 from .module import Module, Parameter
 
@@ -79,7 +79,7 @@ class Embedding(Module):
     def forward(self, ids) -> Tensor:
         out = F.embedding(ids, self.weight)  # [...] -> [..., C]
         if self.padding_idx is not None and out.requires_grad:
-            ids_array = out.device.xp.asarray(ids.data if isinstance(ids, Tensor) else ids)  # on out's device
+            ids_array = data_of(ids, out.device)  # on out's device
             keep = Tensor((ids_array != self.padding_idx)[..., None].astype(out.dtype))  # [..., 1]
             # Dropping the gradient of padded positions here, before it is scattered into
             # the table, leaves the padding row's gradient at exactly zero.

@@ -10,74 +10,19 @@ bias_hh_l{l}; G = 1 for the RNN, 4 for the LSTM with gates in PyTorch's order i,
 Speed: the input projection W_ih x_t + b does not depend on h, so it is computed for all
 time steps at once, one GEMM of [T*B, I] x [I, G*H], before the time loop. The loop then
 does one small GEMM per step, and the LSTM's elementwise gate arithmetic is one fused
-Function (`LSTMCell`) instead of a dozen graph nodes.
+rule (`F.lstm_cell`, with `F.unbind`, in functional.py) instead of a dozen graph nodes.
 """
 
 from __future__ import annotations
 
 import math
 
-from .. import backend as _backend
 from .. import functional as F
 from .. import ops
-from ..autograd import Function, Tensor
+from ..autograd import Tensor
 from . import init
 from .layers import _empty
 from .module import Module
-
-
-class Unbind(Function):
-    """Split [T, ...] into T tensors [...], as one graph node (its backward stacks the
-    gradients once, where T separate index ops would each scatter into a full-size zero array)."""
-
-    def forward(self, x):
-        return tuple(x[t] for t in range(x.shape[0]))
-
-    def backward(self, *grads):
-        if isinstance(grads[0], Tensor):  # recorded backward (create_graph=True)
-            return ops.stack(grads, axis=0)
-        return _backend.array_module(grads[0]).stack(grads, axis=0)
-
-
-class LSTMCell(Function):
-    """(gates [B, 4H] before activation, c_prev [B, H]) -> (h [B, H], c [B, H])."""
-
-    def forward(self, gates, c_prev):
-        xp = _backend.array_module(gates)
-        hidden = c_prev.shape[-1]
-        # sigmoid(x) = 0.5 (1 + tanh(x / 2)): no overflow, the same formula as ops.sigmoid.
-        acts = xp.tanh(gates * 0.5)
-        acts += 1
-        acts *= 0.5
-        acts[:, 2 * hidden : 3 * hidden] = xp.tanh(gates[:, 2 * hidden : 3 * hidden])
-        i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))
-        c = f * c_prev
-        c += i * g
-        tanh_c = xp.tanh(c)
-        self.saved = (i, f, g, o, tanh_c)
-        return o * tanh_c, c
-
-    def backward(self, grad_h, grad_c):
-        gates, c_prev = self.inputs
-        if isinstance(grad_h, Tensor):  # recorded backward: rebuild the pieces as Tensor ops
-            hidden = c_prev.shape[-1]
-            i, f, o = (ops.sigmoid(gates[:, k * hidden : (k + 1) * hidden]) for k in (0, 1, 3))
-            g = ops.tanh(gates[:, 2 * hidden : 3 * hidden])
-            tanh_c = ops.tanh(f * c_prev + i * g)
-            concatenate = ops.concatenate
-        else:
-            i, f, g, o, tanh_c = self.saved
-            concatenate = _backend.array_module(grad_h).concatenate
-        # The same arithmetic serves arrays and Tensors.
-        grad_c_total = grad_c + grad_h * o * (1 - tanh_c * tanh_c)  # through h = o tanh(c), and directly
-        grad_gates = concatenate([
-            grad_c_total * g * i * (1 - i),  # pre-activation of i
-            grad_c_total * self.value(c_prev) * f * (1 - f),  # f
-            grad_c_total * i * (1 - g * g),  # g
-            grad_h * tanh_c * o * (1 - o),  # o
-        ], axis=-1)
-        grad_c_prev = grad_c_total * f if c_prev.requires_grad else None
-        return grad_gates, grad_c_prev
 
 
 class _Recurrent(Module):
@@ -131,7 +76,7 @@ class _Recurrent(Module):
         if self.bias:
             bias = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
         projected = F.linear(x, getattr(self, f"weight_ih_l{layer}"), bias)  # [T, B, I] -> [T, B, G*H]
-        return Unbind()(projected)
+        return F.unbind(projected)
 
     def _between_layers(self, x: Tensor, layer: int) -> Tensor:
         """Dropout on a layer's output when it feeds another layer (never on the last)."""
@@ -196,7 +141,7 @@ class LSTM(_Recurrent):
             h, c = h0[layer], c0[layer]  # [B, H]
             steps = []
             for projected in self._input_steps(x, layer):
-                h, c = LSTMCell()(projected + h @ w_hh_t, c)  # [B, 4H], [B, H] -> [B, H], [B, H]
+                h, c = F.lstm_cell(projected + h @ w_hh_t, c)  # [B, 4H], [B, H] -> [B, H], [B, H]
                 steps.append(h)
             final_h.append(h)
             final_c.append(c)

@@ -1,8 +1,10 @@
-"""Gradient clipping, applied in place to `.grad` of parameters (after backward, before step)."""
+"""Gradient clipping, applied in place to `.grad` of parameters (after backward, before step),
+and `eval_mode`, a temporary switch to evaluation mode."""
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 from ..autograd import Tensor, no_grad
 
@@ -49,3 +51,16 @@ def clip_grad_value_(parameters, clip_value: float) -> None:
     for g in _gradients(parameters):
         g.device.xp.clip(g.data, -clip_value, clip_value, out=g.data)
         g._version += 1
+
+
+@contextmanager
+def eval_mode(model):
+    """`model.eval()` for the duration of the block; afterwards every submodule gets back its
+    own mode (a frozen, eval-mode part of a training model stays in eval mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            object.__setattr__(module, "training", training)  # this module only, not its children

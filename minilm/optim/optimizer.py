@@ -9,7 +9,7 @@ parameter before this update fails loudly instead of using the new values.
 from __future__ import annotations
 
 from .. import backend as _backend
-from ..autograd import Tensor, enable_grad, no_grad, zero_grads
+from ..autograd import Tensor, data_of, enable_grad, no_grad, zero_grads
 
 
 class Optimizer:
@@ -128,7 +128,7 @@ def _is_array(value) -> bool:
 
 def _array_like(value, param: Tensor):
     """A fresh array on param's device with param's dtype."""
-    array = value.data if isinstance(value, Tensor) else value
+    array = data_of(value)
     return param.device.xp.array(_backend.device_of(array).to_host(array), dtype=param.dtype)
 
 

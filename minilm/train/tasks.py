@@ -38,14 +38,14 @@ class CausalLMTask:
         return {"ids": ids, "targets": targets}
 
     def loss(self, model, batch) -> Tensor:
-        return model(batch["ids"], targets=batch["targets"])[1]
+        return model(batch["ids"], targets=batch["targets"]).loss
 
     def evaluate(self, model, max_batches: int) -> dict:
         total, count = 0.0, 0
         for i, (ids, targets) in enumerate(sequential_windows(self.val_tokens, self.block_size, self.batch_size)):
             if i >= max_batches:
                 break
-            loss = model(ids, targets=targets)[1]
+            loss = model(ids, targets=targets).loss
             total += float(loss.item()) * targets.size
             count += targets.size
         mean = total / count
@@ -84,7 +84,7 @@ class MaskedLMTask:
         return {"ids": ids, "labels": labels}
 
     def loss(self, model, batch) -> Tensor:
-        return model(batch["ids"], labels=batch["labels"])[1]
+        return model(batch["ids"], labels=batch["labels"]).loss
 
     def evaluate(self, model, max_batches: int) -> dict:
         fixed = MaskedLMCollator(self.special["mask"], self.vocab_size, self.collator.special_ids, seed=1234)
@@ -96,7 +96,7 @@ class MaskedLMTask:
             masked = int((labels != -100).sum())
             if masked == 0:
                 continue
-            total += float(model(ids, labels=labels)[1].item()) * masked
+            total += float(model(ids, labels=labels).loss.item()) * masked
             count += masked
         mean = total / max(count, 1)
         return {"val_loss": mean, "val_ppl": math.exp(min(mean, 700.0))}
@@ -133,7 +133,7 @@ class ClassificationTask:
         return self._encode([self.train.texts[i] for i in rows], [self.train.labels[i] for i in rows])
 
     def loss(self, model, batch) -> Tensor:
-        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"])[1]
+        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"]).loss
 
     def evaluate(self, model, max_batches: int) -> dict:
         total, correct, count = 0.0, 0, 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..autograd import no_grad
+from ..nn.utils import eval_mode
 from .plots import save_heatmap
 
 
@@ -43,7 +44,8 @@ def attention_weights(model, ids) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)  # [1, T]
     encoder = _attention_model(model)
     with no_grad(), eval_mode(model):
-        attentions = encoder(ids, output_attentions=True)[-1]  # layers x [1, H, T, T]
+        result = encoder(ids, output_attentions=True)  # GPT: a ModelOutput; BertModel: (hidden, attentions)
+        attentions = result.attentions if hasattr(result, "attentions") else result[-1]  # layers x [1, H, T, T]
     return np.stack([a.numpy()[0] for a in attentions])
 
 
@@ -81,18 +83,3 @@ def _attention_model(model):
     if isinstance(inner, BertModel):
         return inner
     raise TypeError(f"attention maps need a GPT or BERT model, got {type(model).__name__}")
-
-
-class eval_mode:
-    """`with eval_mode(model):` switches dropout off, then puts every module's mode back as it was."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc_info):
-        for module, training in self.modes:
-            object.__setattr__(module, "training", training)

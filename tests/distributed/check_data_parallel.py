@@ -36,14 +36,14 @@ def averaged_gradients_equal_full_batch_gradients(comm) -> None:
     windows = np.random.default_rng(0).integers(0, VOCAB, (8, BLOCK + 1))  # the same global batch everywhere
     batch = {"ids": windows[:, :-1], "targets": windows[:, 1:]}
 
-    full_loss = model(batch["ids"], targets=batch["targets"])[1]  # what one process computes
+    full_loss = model(batch["ids"], targets=batch["targets"]).loss  # what one process computes
     full_loss.backward()
     expected = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
     model.zero_grad()
 
     shard = comm.shard(batch)
     check(len(shard["ids"]) == 4, f"rank {comm.rank} got {len(shard['ids'])} rows of 8")
-    loss = model(shard["ids"], targets=shard["targets"])[1]
+    loss = model(shard["ids"], targets=shard["targets"]).loss
     loss.backward()
     mean_loss = distributed.GradientAllreduce(model.parameters(), comm)(float(loss.item()))
 

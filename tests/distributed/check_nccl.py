@@ -36,11 +36,11 @@ with comm.abort_on_error():
     model = GPT(GPTConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=16))
     comm.broadcast_parameters(model)
     windows = np.random.default_rng(0).integers(0, 40, (4 * comm.size, 17))
-    model(windows[:, :-1], targets=windows[:, 1:])[1].backward()  # the full batch, on the GPU
+    model(windows[:, :-1], targets=windows[:, 1:]).loss.backward()  # the full batch, on the GPU
     expected = {name: cupy.asnumpy(p.grad.data).copy() for name, p in model.named_parameters()}
     model.zero_grad()
     shard = comm.shard({"ids": windows[:, :-1], "targets": windows[:, 1:]})
-    model(shard["ids"], targets=shard["targets"])[1].backward()
+    model(shard["ids"], targets=shard["targets"]).loss.backward()
     allreduce = distributed.GradientAllreduce(model.parameters(), comm)
     allreduce(0.0)
     check(isinstance(allreduce.buffer, cupy.ndarray), "the flat buffer is not on the GPU")

@@ -107,7 +107,7 @@ def test_heads_match_transformers_in_both_directions(kind, tmp_path):
         expected = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                              token_type_ids=torch.tensor(types)).logits.numpy()
     with ml.no_grad():
-        got = model(ids, mask, types).numpy()
+        got = model(ids, mask, types).logits.numpy()
     if kind == "mlm":
         got, expected = got[mask.astype(bool)], expected[mask.astype(bool)]
     assert np.abs(got - expected).max() <= 1e-4

@@ -35,7 +35,7 @@ def test_logits_equal_transformers(hf_checkpoint):
     with torch.no_grad():
         expected = reference(torch.tensor(ids)).logits.numpy()
     with ml.no_grad():
-        got = model(ids).numpy()
+        got = model(ids).logits.numpy()
     assert np.abs(got - expected).max() <= 1e-4
 
 
@@ -48,7 +48,7 @@ def test_save_pretrained_loads_in_transformers(hf_checkpoint, tmp_path):
     with torch.no_grad():
         expected = reloaded(torch.tensor(ids)).logits.numpy()
     with ml.no_grad():
-        got = model(ids).numpy()
+        got = model(ids).logits.numpy()
     assert np.abs(got - expected).max() <= 1e-4
 
 

@@ -12,6 +12,7 @@ import pytest
 import minilm as ml
 import minilm.functional as F
 from minilm import nn, optim
+from minilm.models.gpt import gpt2_init_
 
 
 def on_device(array):
@@ -40,7 +41,7 @@ class TinyGPT(nn.Module):
                                                          activation="gelu_tanh") for _ in range(layers)])
         self.ln_f = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab, bias=False)
-        nn.init.gpt2_init_(self, layers)
+        gpt2_init_(self, layers)
 
     def forward(self, ids):
         x = self.wte(ids) + self.wpe(ml.arange(ids.shape[1]))  # [B, T, C]
