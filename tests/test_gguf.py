@@ -13,7 +13,7 @@ from minilm.gguf import (
     reverse_llama_qk_permutation,
 )
 
-from .helpers import smollm2_gguf_path
+from .helpers import oracle, smollm2_gguf_path
 
 # --------------------------------------------------- a small GGUF writer for tests
 #
@@ -134,7 +134,7 @@ def test_unsupported_tensor_type_is_a_clear_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def gguf():
-    return pytest.importorskip("gguf", reason="the gguf package's writer and dequantizer are the oracle")
+    return oracle("gguf", reason="the gguf package's writer and dequantizer are the oracle")
 
 
 PACKAGE_QUANTIZED = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
@@ -407,8 +407,8 @@ def test_smollm2_tensors_match_the_gguf_package(gguf, smollm2):
 def test_smollm2_weights_match_transformers_loading(smollm2):
     """transformers undoes the Q/K permutation itself when it loads a GGUF; its weights
     must equal ours after `reverse_llama_qk_permutation`."""
-    pytest.importorskip("torch", reason="transformers needs torch")
-    transformers = pytest.importorskip("transformers", reason="transformers' GGUF loading is the oracle")
+    oracle("torch", reason="transformers needs torch")
+    transformers = oracle("transformers", reason="transformers' GGUF loading is the oracle")
     path = smollm2_gguf_path()
     model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
     state = {name: value.detach().float().numpy() for name, value in model.state_dict().items()}

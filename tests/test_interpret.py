@@ -43,6 +43,24 @@ def _gpt(dtype=ml.float64):
     return model.to(dtype=dtype), tokenizer
 
 
+def _model_output(model, tokenizer, target):
+    """(the explained output F for `target`, the predicted target): a classifier's logit, or
+    a GPT's log-probability of the next token after the text; in eval mode."""
+    model.eval()
+    try:
+        with no_grad():
+            out = model(np.array([tokenizer.encode(TEXT)]))
+    finally:
+        model.train()
+    logits = getattr(out, "logits", out).numpy().astype(np.float64)
+    if isinstance(model, BertForSequenceClassification):
+        scores = logits[0]  # [num_labels]
+    else:
+        last = logits[0, -1]  # [V] next-token logits after the text
+        scores = last - last.max() - np.log(np.exp(last - last.max()).sum())
+    return scores[target], int(np.argmax(scores))
+
+
 @pytest.mark.parametrize("make", [_classifier, _gpt], ids=["bert-classifier", "gpt"])
 def test_integrated_gradients_are_complete(make):
     model, tokenizer = make()
@@ -52,7 +70,11 @@ def test_integrated_gradients_are_complete(make):
         # a real test: the output moves along the path (4e-4 seen with CuPy-drawn weights)
         assert abs(difference) > 1e-4
         assert abs(result.completeness_gap) <= 0.01 * abs(difference), (result.completeness_gap, difference)
-        assert result.scores.sum() == pytest.approx(result.attributions.sum())
+        # F(x) is the model's own output for the text, run the ordinary way (token ids)
+        output, predicted = _model_output(model, tokenizer, result.target)
+        assert result.output == pytest.approx(output, rel=1e-9, abs=1e-12)
+        if target is None:  # the default target is what the model predicts
+            assert result.target == predicted
 
 
 def test_completeness_holds_in_float32_too():

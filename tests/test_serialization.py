@@ -23,6 +23,8 @@ from minilm.serialization import (
     save_file,
 )
 
+from .helpers import oracle
+
 DTYPES = [
     np.bool_,
     np.int8, np.int16, np.int32, np.int64,
@@ -288,7 +290,7 @@ def test_as_bfloat16_rounds_to_nearest_even():
 
 
 def test_as_bfloat16_matches_torch():
-    torch = pytest.importorskip("torch", reason="PyTorch is the bfloat16 rounding oracle")
+    torch = oracle("torch", reason="PyTorch is the bfloat16 rounding oracle")
     rng = np.random.default_rng(0)
     random_bits = rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32)
     values = np.concatenate(
@@ -327,19 +329,19 @@ def test_bfloat16_array_checks_its_bits():
 
 
 def test_files_we_write_load_in_safetensors_numpy(tmp_path):
-    sf_numpy = pytest.importorskip("safetensors.numpy", reason="safetensors is the reference format reader")
+    sf_numpy = oracle("safetensors.numpy", reason="safetensors is the reference format reader")
     arrays = {f"{np.dtype(d).name}{i}": sample(d, shape, seed=i)
               for i, shape in enumerate(SHAPES) for d in DTYPES}
     save_file(arrays, tmp_path / "t.safetensors", metadata={"format": "np"})
     assert_same_arrays(sf_numpy.load_file(tmp_path / "t.safetensors"), arrays)
-    safe_open = pytest.importorskip("safetensors").safe_open
+    safe_open = oracle("safetensors").safe_open
     with safe_open(tmp_path / "t.safetensors", framework="np") as f:
         assert f.metadata() == {"format": "np"}
 
 
 def test_bfloat16_we_write_loads_in_safetensors_torch(tmp_path):
-    torch = pytest.importorskip("torch", reason="PyTorch is needed to read bfloat16 with safetensors")
-    sf_torch = pytest.importorskip("safetensors.torch", reason="safetensors is the reference format reader")
+    torch = oracle("torch", reason="PyTorch is needed to read bfloat16 with safetensors")
+    sf_torch = oracle("safetensors.torch", reason="safetensors is the reference format reader")
     values = np.concatenate([BF16_SPECIALS, np.random.default_rng(1).standard_normal(100).astype(np.float32)])
     save_file({"w": as_bfloat16(values.reshape(-1, 7))}, tmp_path / "t.safetensors")
     loaded = sf_torch.load_file(tmp_path / "t.safetensors")["w"]
@@ -349,7 +351,7 @@ def test_bfloat16_we_write_loads_in_safetensors_torch(tmp_path):
 
 
 def test_files_from_safetensors_numpy_load_here(tmp_path):
-    sf_numpy = pytest.importorskip("safetensors.numpy", reason="safetensors is the reference format writer")
+    sf_numpy = oracle("safetensors.numpy", reason="safetensors is the reference format writer")
     arrays = {f"{np.dtype(d).name}{i}": sample(d, shape, seed=i)
               for i, shape in enumerate(SHAPES) for d in DTYPES}
     sf_numpy.save_file(arrays, str(tmp_path / "t.safetensors"), metadata={"a": "b"})
@@ -359,8 +361,8 @@ def test_files_from_safetensors_numpy_load_here(tmp_path):
 
 
 def test_files_from_safetensors_torch_load_here(tmp_path):
-    torch = pytest.importorskip("torch", reason="PyTorch is needed to write bfloat16 with safetensors")
-    sf_torch = pytest.importorskip("safetensors.torch", reason="safetensors is the reference format writer")
+    torch = oracle("torch", reason="PyTorch is needed to write bfloat16 with safetensors")
+    sf_torch = oracle("safetensors.torch", reason="safetensors is the reference format writer")
     generator = torch.Generator().manual_seed(0)
     weights = torch.randn(17, 9, generator=generator) * 100
     tensors = {
@@ -555,7 +557,7 @@ def test_malformed_file_raises_naming_file_and_problem(tmp_path, case):
 @pytest.mark.parametrize("case", MALFORMED)
 def test_reference_reader_also_rejects_each_malformed_file(tmp_path, case):
     # Keeps our checks no stricter and no looser than the format's own reader.
-    sf_numpy = pytest.importorskip("safetensors.numpy", reason="safetensors is the reference format reader")
+    sf_numpy = oracle("safetensors.numpy", reason="safetensors is the reference format reader")
     path = write_malformed(tmp_path, case)
     with pytest.raises(Exception):  # noqa: B017 (any error the reference reader raises will do)
         sf_numpy.load_file(str(path))

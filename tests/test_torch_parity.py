@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .helpers import leaf
+from .helpers import leaf, oracle
 from .op_cases import CASES
 
-torch = pytest.importorskip("torch", reason="PyTorch is the reference for op parity; pip install torch")
+torch = oracle("torch", reason="PyTorch is the reference for op parity; pip install torch")
 
 WITH_TORCH = sorted(name for name, case in CASES.items() if case.torch is not None)
 

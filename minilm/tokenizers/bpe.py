@@ -391,7 +391,8 @@ class BPETokenizer(Tokenizer):
             except json.JSONDecodeError as exc:
                 raise reader.error(f"invalid JSON value ({exc.msg})") from None
         try:
-            tokenizer = cls(ranks, pattern, special_tokens, token_ids, missing_bytes=options.pop("missing_bytes", "error"))
+            tokenizer = cls(ranks, pattern, special_tokens, token_ids,
+                            missing_bytes=options.pop("missing_bytes", "error"))
             tokenizer._set_model_options(**options)
         except (TypeError, ValueError) as exc:
             raise reader.error(f"inconsistent tokenizer: {exc}") from None
@@ -518,7 +519,8 @@ class BPETokenizer(Tokenizer):
         elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
             tokenizer = cls.from_vocab_and_merges(path / "vocab.json", path / "merges.txt", pattern or "gpt2")
         else:
-            raise FileNotFoundError(f"{path} is not a .gguf file and holds neither tokenizer.json nor vocab.json + merges.txt")
+            raise FileNotFoundError(f"{path} is not a .gguf file and holds neither tokenizer.json "
+                                    "nor vocab.json + merges.txt")
         options = formats.read_tokenizer_config(path, tokenizer.special_tokens)
         if options:
             try:

@@ -6,8 +6,10 @@ import pytest
 import minilm as ml
 from minilm.models import GPT, CheckpointError, GPTConfig
 
-torch = pytest.importorskip("torch", reason="PyTorch is the reference for GPT-2 parity")
-transformers = pytest.importorskip("transformers", reason="transformers provides the reference GPT-2")
+from ..helpers import oracle
+
+torch = oracle("torch", reason="PyTorch is the reference for GPT-2 parity")
+transformers = oracle("transformers", reason="transformers provides the reference GPT-2")
 
 
 @pytest.fixture(scope="module")

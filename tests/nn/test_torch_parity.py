@@ -8,7 +8,9 @@ import pytest
 import minilm as ml
 from minilm import nn
 
-torch = pytest.importorskip("torch", reason="PyTorch is the reference for layer parity; pip install torch")
+from ..helpers import oracle
+
+torch = oracle("torch", reason="PyTorch is the reference for layer parity; pip install torch")
 tnn = torch.nn
 
 TOLERANCES = {

@@ -10,6 +10,8 @@ import minilm as ml
 from minilm import nn, optim
 from minilm.optim import lr_scheduler
 
+from ..helpers import oracle
+
 
 def make_optimizer(lrs=(0.1,)):
     groups = [{"params": [nn.Parameter(ml.zeros(2))], "lr": lr} for lr in lrs]
@@ -54,7 +56,7 @@ def test_scheduler_objects_follow_their_functions_per_group():
 
 
 def test_step_and_lambda_schedulers_match_torch():
-    torch = pytest.importorskip("torch", reason="PyTorch is the oracle for scheduler parity")
+    torch = oracle("torch", reason="PyTorch is the oracle for scheduler parity")
     for make, make_torch in [
         (lambda o: lr_scheduler.StepLR(o, step_size=4, gamma=0.3),
          lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=4, gamma=0.3)),

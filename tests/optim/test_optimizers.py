@@ -12,7 +12,9 @@ from minilm import nn, optim
 from minilm.optim import lr_scheduler
 from minilm.serialization import load_file, save_file
 
-torch = pytest.importorskip("torch", reason="PyTorch is the oracle for optimizer trajectories")
+from ..helpers import oracle
+
+torch = oracle("torch", reason="PyTorch is the oracle for optimizer trajectories")
 
 STEPS = 100
 TOLERANCE = 1e-10  # float64: the two implementations differ only in rounding order

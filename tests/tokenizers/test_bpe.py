@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 
 from minilm.tokenizers import GPT2_PATTERN, GPT4_PATTERN, BPETokenizer
 
-tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is the reference for byte-level BPE")
+from ..helpers import oracle
+
+tiktoken = oracle("tiktoken", reason="tiktoken is the reference for byte-level BPE")
 
 fixture_settings = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

