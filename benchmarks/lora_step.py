@@ -189,9 +189,9 @@ def main() -> None:
             print(f"{ours} / {theirs}: time {time_ratio:.2f}x, step peak {memory_ratio:.2f}x")
     for name in ("minilm", "peft"):
         if name in results and name + "+ckpt" in results:
-            print(f"{name}: checkpointing changes the step peak by "
-                  f"{min(results[name + '+ckpt']['peak']) / min(results[name]['peak']):.2f}x and the time by "
-                  f"{statistics.median(results[name + '+ckpt']['times']) / statistics.median(results[name]['times']):.2f}x")
+            plain, checkpointed = results[name], results[name + "+ckpt"]
+            print(f"{name}: checkpointing changes the step peak by {min(checkpointed['peak']) / min(plain['peak']):.2f}x "
+                  f"and the time by {statistics.median(checkpointed['times']) / statistics.median(plain['times']):.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,16 @@ import minilm as ml
 from minilm.cli import main
 from minilm.models import Llama, LlamaConfig
 from minilm.tokenizers import BPETokenizer
-from minilm.train.chat_data import (IGNORE, ChatDataError, builtin_instructions, collate, encode_conversation,
-                                    encode_examples, pack, read_conversations)
+from minilm.train.chat_data import (
+    IGNORE,
+    ChatDataError,
+    builtin_instructions,
+    collate,
+    encode_conversation,
+    encode_examples,
+    pack,
+    read_conversations,
+)
 
 pytest.importorskip("jinja2", reason="chat templates are rendered with Jinja2")
 

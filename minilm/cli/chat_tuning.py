@@ -28,7 +28,8 @@ def add_arguments(p) -> None:
                         "(--data JSONL of messages or prompt/completion; default: the built-in instruction set)")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters only, the base model frozen")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank (default 8)")
-    p.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha; the update is scaled by alpha/r (default 16)")
+    p.add_argument("--lora-alpha", type=float, default=16,
+                   help="LoRA alpha; the update is scaled by alpha/r (default 16)")
     p.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the adapters' input (default 0.05)")
     p.add_argument("--target-modules", default="q_proj,v_proj",
                    help="comma-separated layer names the adapters wrap, as PEFT's target_modules "

@@ -15,7 +15,8 @@ from .rotary import RotaryEmbedding
 from .transformer import MLP, SwiGLU, TransformerBlock
 
 __all__ = [
-    "GELU", "GradientCheckpointingMixin", "LSTM", "MLP", "RNN", "Dropout", "Embedding", "IncompatibleKeys", "KVCache", "LayerNorm", "Linear",
+    "GELU", "GradientCheckpointingMixin", "LSTM", "MLP", "RNN", "Dropout", "Embedding", "IncompatibleKeys", "KVCache",
+    "LayerNorm", "Linear",
     "Module", "ModuleDict", "ModuleList", "MultiHeadAttention", "Parameter", "ReLU", "RMSNorm", "RotaryEmbedding",
     "Sequential", "Sigmoid", "SiLU", "SwiGLU", "Tanh", "TransformerBlock", "checkpoint", "checkpoint_blocks", "init",
     "lora", "uncheckpoint_blocks", "utils",
