@@ -190,8 +190,9 @@ def main() -> None:
     for name in ("minilm", "peft"):
         if name in results and name + "+ckpt" in results:
             plain, checkpointed = results[name], results[name + "+ckpt"]
-            print(f"{name}: checkpointing changes the step peak by {min(checkpointed['peak']) / min(plain['peak']):.2f}x "
-                  f"and the time by {statistics.median(checkpointed['times']) / statistics.median(plain['times']):.2f}x")
+            memory = min(checkpointed["peak"]) / min(plain["peak"])
+            seconds = statistics.median(checkpointed["times"]) / statistics.median(plain["times"])
+            print(f"{name}: checkpointing changes the step peak by {memory:.2f}x and the time by {seconds:.2f}x")
 
 
 if __name__ == "__main__":
