@@ -187,7 +187,8 @@ def run(args) -> int:
     started = time.perf_counter()
     trainer.fit()
     elapsed = time.perf_counter() - started
-    metrics = trainer.evaluate()
+    final = [r for r in trainer.history if r["step"] == trainer.step and "val_loss" in r]  # evaluated at the end
+    metrics = {k: v for k, v in final[-1].items() if k != "step"} if final else trainer.evaluate()
     if config["lora"]:
         lora.save_adapter(model, run_dir / "adapter")
         saved = run_dir / "adapter"
