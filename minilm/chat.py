@@ -20,25 +20,46 @@ class ChatError(ValueError):
 
 
 def load_pretrained(path):
-    """(model, tokenizer) from a .gguf file or a Hugging Face folder of a Llama-family model."""
+    """(model, tokenizer) from a .gguf file or a Hugging Face folder of a Llama-family model, or
+    from a LoRA adapter folder (PEFT's layout) or a `minilm finetune --lora` run that holds one:
+    the base model its config names, with the adapter added."""
     from .models import Llama
     from .tokenizers import BPETokenizer
 
     path = Path(path)
     if not path.exists():
         raise ChatError(f"{path}: no such file or folder")
+    adapter = adapter_folder(path)
+    if adapter is not None:
+        from .nn import lora
+
+        base = lora.read_adapter_config(adapter).base_model_name_or_path
+        if not base or not Path(base).exists():
+            raise ChatError(f"{adapter}: the adapter's base model {base!r} (base_model_name_or_path) is not found")
+        model, tokenizer = load_pretrained(base)
+        return lora.load_adapter(model, adapter).eval(), tokenizer
     if not is_pretrained(path):
         raise ChatError(f"{path}: neither a .gguf file nor a Hugging Face model folder (config.json with a "
                         f"model_type); a `minilm train` run folder has no chat template to chat with")
     return Llama.from_pretrained(path), BPETokenizer.from_pretrained(path)
 
 
+def adapter_folder(path) -> Path | None:
+    """The LoRA adapter folder `path` is or holds (a fine-tuning run's adapter/), if any."""
+    path = Path(path)
+    for folder in (path, path / "adapter"):
+        if (folder / "adapter_config.json").is_file():
+            return folder
+    return None
+
+
 def is_pretrained(path) -> bool:
-    """Whether `path` names a pretrained model (.gguf or a Hugging Face folder), not a minilm run."""
+    """Whether `path` names a pretrained model (.gguf, a Hugging Face folder, a LoRA adapter or a
+    chat-tuning run holding one), not a `minilm train` run."""
     import json
 
     path = Path(path)
-    if path.suffix.lower() == ".gguf":
+    if path.suffix.lower() == ".gguf" or adapter_folder(path) is not None:
         return True
     config = path / "config.json"
     if not config.is_file():

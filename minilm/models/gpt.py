@@ -62,7 +62,7 @@ GPT2_SIZES = {"n_layer": Layers("h.{}."), "n_embd": Dim("wte.weight", 1), "vocab
               "n_positions": Dim("wpe.weight", 0)}
 
 
-class GPT(nn.Module, GenerationMixin):
+class GPT(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config

@@ -181,7 +181,7 @@ class LlamaBlock(nn.Module):
         return x, weights
 
 
-class Llama(nn.Module, GenerationMixin):
+class Llama(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
     def __init__(self, config: LlamaConfig):
         super().__init__()
         self.config = c = config

@@ -5,8 +5,9 @@
     model.num_parameters(), model.state_dict().keys()
 """
 
-from . import init, utils
+from . import init, lora, utils
 from .attention import KVCache, MultiHeadAttention
+from .checkpoint import GradientCheckpointingMixin, checkpoint, checkpoint_blocks, uncheckpoint_blocks
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, RMSNorm, Sigmoid, SiLU, Tanh
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .recurrent import LSTM, RNN
@@ -14,7 +15,9 @@ from .rotary import RotaryEmbedding
 from .transformer import MLP, SwiGLU, TransformerBlock
 
 __all__ = [
-    "GELU", "LSTM", "MLP", "RNN", "Dropout", "Embedding", "IncompatibleKeys", "KVCache", "LayerNorm", "Linear",
+    "GELU", "GradientCheckpointingMixin", "LSTM", "MLP", "RNN", "Dropout", "Embedding", "IncompatibleKeys", "KVCache",
+    "LayerNorm", "Linear",
     "Module", "ModuleDict", "ModuleList", "MultiHeadAttention", "Parameter", "ReLU", "RMSNorm", "RotaryEmbedding",
-    "Sequential", "Sigmoid", "SiLU", "SwiGLU", "Tanh", "TransformerBlock", "init", "utils",
+    "Sequential", "Sigmoid", "SiLU", "SwiGLU", "Tanh", "TransformerBlock", "checkpoint", "checkpoint_blocks", "init",
+    "lora", "uncheckpoint_blocks", "utils",
 ]

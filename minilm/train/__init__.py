@@ -4,7 +4,9 @@
     task = CausalLMTask(train_ids, val_ids, block_size=128, batch_size=16)
     Trainer(model, task, TrainingConfig(max_steps=600), out_dir="runs/x").fit()
 
-    tasks.py       CausalLMTask, MaskedLMTask, ClassificationTask: data, loss and evaluation of one kind of training
+    tasks.py       CausalLMTask, MaskedLMTask, ClassificationTask, ChatTuningTask: data, loss and evaluation
+                   of one kind of training
+    chat_data.py   conversations (JSONL or built-in) rendered with a chat template, assistant-only labels
     trainer.py     TrainingConfig and the Trainer: the loop, schedule, mixed precision, logging, early stopping
     seq2seq.py     Seq2SeqTask (source/target pairs for encoder-decoder models), translate, BLEU/ROUGE-L scoring
     checkpoint.py  saving and restoring a run (model, optimizer, loss scale, schedule, data position)
@@ -12,8 +14,8 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .seq2seq import Seq2SeqTask
-from .tasks import CausalLMTask, ClassificationTask, MaskedLMTask
+from .tasks import CausalLMTask, ChatTuningTask, ClassificationTask, MaskedLMTask
 from .trainer import Trainer, TrainingConfig, TrainingDiverged, TrainingInterrupted
 
-__all__ = ["CausalLMTask", "ClassificationTask", "MaskedLMTask", "Seq2SeqTask", "Trainer", "TrainingConfig",
-           "TrainingDiverged", "TrainingInterrupted", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CausalLMTask", "ChatTuningTask", "ClassificationTask", "MaskedLMTask", "Seq2SeqTask", "Trainer",
+           "TrainingConfig", "TrainingDiverged", "TrainingInterrupted", "load_checkpoint", "save_checkpoint"]

@@ -2,7 +2,7 @@
 
 A checkpoint is a folder `out_dir/checkpoint/` holding
 
-    model.safetensors       the model's weights
+    model.safetensors       the model's weights (only the trainable ones when part of it is frozen)
     optimizer.safetensors   the optimizer's per-parameter arrays ("<param index>.<name>": exp_avg ...)
     trainer_state.json      the step, the optimizer's scalars and parameter groups, the learning-rate
                             schedule, the fp16 loss scale, the task's data position (its random
@@ -216,7 +216,7 @@ def save_checkpoint(trainer) -> Path:
         return target
 
     def fill(staging: Path) -> None:
-        save_file({k: v.numpy() for k, v in trainer.model.state_dict().items()}, staging / "model.safetensors",
+        save_file({k: v.numpy() for k, v in checkpoint_weights(trainer.model).items()}, staging / "model.safetensors",
                   checksum=True)  # checked again on load: flipped bytes are an error
         optimizer_state = trainer.optimizer.state_dict()
         arrays, scalars = split_optimizer_state(optimizer_state["state"])
@@ -232,10 +232,25 @@ def save_checkpoint(trainer) -> Path:
             "best_metric": trainer.best_metric if math.isfinite(trainer.best_metric) else None,
             "evals_without_improvement": trainer.evals_without_improvement,
             "config": asdict(trainer.config),
+            "trainable_only": _has_frozen_weights(trainer.model),
         }
         atomic_write_text(staging / "trainer_state.json", json.dumps(state, indent=1))
 
     return write_folder_atomically(target, fill, trainer.step)
+
+
+def _has_frozen_weights(model) -> bool:
+    return any(not p.requires_grad for p in model.parameters())
+
+
+def checkpoint_weights(model) -> dict:
+    """The weights a checkpoint holds: all of them, or only the trainable ones when part of the
+    model is frozen (LoRA: the adapters, not a copy of the base model at every checkpoint)."""
+    state = model.state_dict()
+    if not _has_frozen_weights(model):
+        return state
+    trainable = {name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+    return {name: value for name, value in state.items() if name in trainable}
 
 
 def _config_dict(model) -> dict | None:
@@ -256,7 +271,14 @@ def load_checkpoint(trainer, folder) -> None:
     state, weights, arrays, history = trainer.comm.run_on_main(lambda: read_checkpoint(folder, trainer.out_dir))
     _check_same_model(trainer.model, state, folder)
     try:
-        trainer.model.load_state_dict(weights)
+        if state.get("trainable_only"):  # the frozen weights are the base model's, loaded with it
+            unknown = sorted(set(weights) - set(checkpoint_weights(trainer.model)))
+            if unknown:
+                raise CheckpointError(f"{folder}: checkpoint weights the model does not train: "
+                                      f"{', '.join(unknown[:4])}")
+            trainer.model.load_state_dict(weights, strict=False)
+        else:
+            trainer.model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"{folder / 'model.safetensors'} does not fit the model: {error}") from None
     trainer.optimizer.load_state_dict({"state": join_optimizer_state(arrays, state["optimizer"]["scalars"]),

@@ -155,3 +155,52 @@ class ClassificationTask:
         self.rng.bit_generator.state = state["rng"]
         self.order, self.position = np.asarray(state["order"]), state["position"]
 
+
+
+class ChatTuningTask:
+    """Causal-LM fine-tuning on conversations: the loss on the assistant's tokens only.
+
+    Examples are (ids, labels) pairs from `chat_data.encode_examples` (labels -100 off the
+    assistant's turns); batches are random examples, right-padded (see `chat_data.collate`).
+    Evaluation is the mean loss per assistant token over the whole held-out set.
+    """
+
+    metric = "val_loss"
+
+    def __init__(self, train_examples, val_examples, batch_size: int, pad_id: int, seed: int = 0):
+        if not train_examples or not val_examples:
+            raise ValueError(f"chat tuning needs training and held-out examples, got {len(train_examples)} and "
+                             f"{len(val_examples)}")
+        self.train_examples, self.val_examples = train_examples, val_examples
+        self.batch_size, self.pad_id = batch_size, pad_id
+        self.rng = np.random.default_rng(seed)
+
+    def next_batch(self) -> dict:
+        from .chat_data import collate
+
+        rows = self.rng.choice(len(self.train_examples), size=self.batch_size,
+                               replace=len(self.train_examples) < self.batch_size)
+        return collate([self.train_examples[i] for i in rows], self.pad_id)
+
+    def loss(self, model, batch) -> Tensor:
+        _, loss = model(batch["ids"], targets=batch["targets"])  # a (logits, loss) tuple or a ModelOutput
+        return loss
+
+    def evaluate(self, model, max_batches: int | None = None) -> dict:
+        """Every held-out example (max_batches is ignored: the set is small and the figure must be comparable)."""
+        from .chat_data import IGNORE, collate
+
+        total, count = 0.0, 0
+        for start in range(0, len(self.val_examples), self.batch_size):
+            batch = collate(self.val_examples[start: start + self.batch_size], self.pad_id)
+            targets = int((batch["targets"] != IGNORE).sum())
+            total += float(self.loss(model, batch).item()) * targets
+            count += targets
+        mean = total / count
+        return {"val_loss": mean, "val_ppl": math.exp(min(mean, 700.0))}
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
