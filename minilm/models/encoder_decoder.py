@@ -36,7 +36,18 @@ from ..autograd import Tensor, data_of, get_default_dtype
 from ..generation import generate, generate_stream, last_logits
 from ..nn.attention import padding_mask
 from .gpt import gpt2_init_
-from .hf import CheckpointError, WeightMap, load_mapped, read_config, save_mapped, write_config
+from .hf import (
+    CheckpointError,
+    Dim,
+    Layers,
+    WeightMap,
+    check_sizes,
+    load_mapped,
+    read_config,
+    read_shapes,
+    save_mapped,
+    write_config,
+)
 from .output import ModelOutput
 
 _ACTIVATIONS = {  # Hugging Face's names for the feed-forward activation
@@ -625,7 +636,10 @@ class Transformer(nn.Module):
         has_generation_file = (Path(folder) / "generation_config.json").exists()
         generation = read_config(folder, "generation_config.json") if has_generation_file else hf
         hf = {**hf, **{k: generation[k] for k in _GENERATION_IDS if k in generation}}
-        model = cls(TransformerConfig.from_hf(hf, str(Path(folder) / "config.json")))
+        config = TransformerConfig.from_hf(hf, str(Path(folder) / "config.json"))
+        # Sizes against the weights' headers before anything is built (see minilm.models.hf).
+        check_sizes(hf, read_shapes(folder), SEQ2SEQ_SIZES, Path(folder) / "config.json")
+        model = cls(config)
         model.generation_defaults = {k: generation[k] for k in _GENERATION_OPTIONS if generation.get(k) is not None}
         # BartModel/MarianModel save the body without the "model." prefix.
         load_mapped(model, folder, model._hf_mapping() + model._hf_head_mapping(), prefixes=("model.", ""))
@@ -640,6 +654,10 @@ class Transformer(nn.Module):
         generation = {k: config[k] for k in _GENERATION_IDS if config.get(k) is not None}
         write_config(folder, {**generation, **self.generation_defaults}, "generation_config.json")
 
+
+# What a BART / Marian config.json says about sizes, checked against the tensors' shapes.
+SEQ2SEQ_SIZES = {"encoder_layers": Layers("encoder.layers.{}."), "decoder_layers": Layers("decoder.layers.{}."),
+                 "d_model": Dim("embed_tokens.weight", 1)}
 
 _GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
                    "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids")

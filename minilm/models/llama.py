@@ -28,7 +28,7 @@ from .. import nn, ops
 from ..autograd import Tensor
 from ..generation import CausalDecoder, GenerationMixin
 from ..nn.attention import padding_mask
-from .hf import CheckpointError, WeightMap, load_mapped, read_config, save_mapped
+from .hf import CheckpointError, Dim, Layers, WeightMap, check_sizes, load_mapped, read_config, read_shapes, save_mapped
 from .output import ModelOutput
 
 MODEL_TYPES = ("llama", "qwen2")
@@ -273,7 +273,11 @@ class Llama(nn.Module, GenerationMixin, nn.GradientCheckpointingMixin):
             return _from_gguf(cls, path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: neither a checkpoint folder nor a .gguf file")
-        config = LlamaConfig.from_hf(read_config(path), str(path / "config.json"))
+        hf = read_config(path)
+        config = LlamaConfig.from_hf(hf, str(path / "config.json"))  # options minilm does not run: errors
+        # Sizes against the weights' headers before anything is built: an edited config.json
+        # (num_hidden_layers: 1000000000) is an error here, not minutes of allocation.
+        check_sizes(hf, read_shapes(path), LLAMA_SIZES, path / "config.json")
         with nn.init.skip_init():  # every weight is loaded next
             model = cls(config)
         load_mapped(model, path, model._hf_mapping())
@@ -417,11 +421,32 @@ class _GGUFTensors(Mapping):
         return len(self.gguf.tensor_infos)
 
 
+# What a Hugging Face config.json says about sizes, checked against the tensors (minilm.models.hf).
+LLAMA_SIZES = {"num_hidden_layers": Layers("layers.{}."), "hidden_size": Dim("embed_tokens.weight", 1),
+               "vocab_size": Dim("embed_tokens.weight", 0), "intermediate_size": Dim("mlp.up_proj.weight", 0)}
+
+
+def _check_gguf_sizes(config: LlamaConfig, infos: dict, path) -> None:
+    """The metadata's sizes against the tensor infos, before the model is built."""
+    blocks = {name.split(".")[1] for name in infos if name.startswith("blk.")}
+    problems = []
+    if config.num_hidden_layers > len(blocks):
+        problems.append(f"block_count {config.num_hidden_layers}, but the file holds {len(blocks)} blocks")
+    embedding = infos.get("token_embd.weight")
+    if embedding is not None and tuple(embedding.shape) != (config.vocab_size, config.hidden_size):
+        problems.append(f"vocabulary {config.vocab_size} x embedding_length {config.hidden_size}, but "
+                        f"token_embd.weight has shape {list(embedding.shape)}")
+    if problems:
+        raise CheckpointError(f"{path}: the metadata does not match the tensors: " + "; ".join(problems))
+
+
 def _from_gguf(cls, path: Path) -> Llama:
     from ..gguf import GGUFFile, reverse_llama_qk_permutation
 
     with GGUFFile(path) as gguf, nn.init.skip_init():  # every weight is loaded next
-        model = cls(_gguf_config(gguf, path))
+        config = _gguf_config(gguf, path)
+        _check_gguf_sizes(config, gguf.tensor_infos, path)
+        model = cls(config)
         tensors = _GGUFTensors(gguf, model.config, reverse_llama_qk_permutation)
         load_mapped(model, path, _weight_map(model, GGUF_NAMES), tensors=tensors)
     return model.eval()
