@@ -28,6 +28,17 @@ class DataError(ValueError):
     """A data file that cannot be used, with the file (and line) named."""
 
 
+def read_text_file(path, error: type[Exception] = DataError) -> str:
+    """The UTF-8 text of `path`; a missing or undecodable file raises `error` naming the file."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
 def atomic_write_bytes(path, payload: bytes) -> None:
     """Write `payload` to `path` through a temporary file and a rename: never half a file."""
     path = Path(path)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, atomic_write_text
+from .data import DataError, atomic_write_text, read_text_file
 
 # One tokenizer serves both sides (a joint BPE); these are its special tokens, in id order
 # after the merges. Targets are framed as BART frames them: the decoder reads <s> y1 .. yn
@@ -46,12 +46,7 @@ def read_pairs(path) -> list[tuple[str, str]]:
     error naming the file and the line.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    text = read_text_file(path)
     pairs = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -303,12 +298,7 @@ def read_po(path) -> list[tuple[str, str]]:
     msgid -> msgstr[0] and msgid_plural -> msgstr[1] (the singular and the first plural form).
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 (byte {error.start}: {error.reason})") from None
+    lines = read_text_file(path).splitlines()
     pairs = []
     entry: dict = {}  # keyword -> text of the entry being read
     fuzzy = False

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+
+from ..data import read_text_file
 
 
 class CommandError(Exception):
@@ -20,13 +21,7 @@ def builtin_text() -> str:
 def read_texts(paths) -> str:
     parts = []
     for path in paths:
-        path = Path(path)
-        try:
-            parts.append(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CommandError(f"{path}: no such file") from None
-        except UnicodeDecodeError as error:
-            raise CommandError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+        parts.append(read_text_file(path, CommandError))
     text = "\n".join(parts)
     if not text.strip():
         raise CommandError("the data files are empty")

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import read_text_file
+
 IGNORE = -100  # the label of a token the loss skips (cross_entropy's ignore_index)
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -40,12 +42,7 @@ class ChatDataError(ValueError):
 def read_conversations(path) -> list[list[dict]]:
     """The conversations of a JSONL file (messages or prompt/completion lines), as message lists."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ChatDataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as error:
-        raise ChatDataError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    lines = read_text_file(path, ChatDataError).splitlines()
     conversations = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
