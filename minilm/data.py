@@ -39,6 +39,23 @@ def read_text_file(path, error: type[Exception] = DataError) -> str:
         raise error(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
+def read_json_file(path, error: type[Exception] = DataError, missing: str = "no such file"):
+    """The JSON value in `path`; a missing, unreadable or invalid file raises `error` naming the
+    file (and the line, for invalid JSON). `missing` says what a missing file means."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise error(f"{path}: not a JSON file ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror})") from None
+
+
 def atomic_write_bytes(path, payload: bytes) -> None:
     """Write `payload` to `path` through a temporary file and a rename: never half a file."""
     path = Path(path)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..autograd import no_grad
-from ..data import atomic_write_text
+from ..data import atomic_write_text, read_json_file
 from ..serialization import SafetensorsError, load_file, read_header, save_file
 
 
@@ -127,17 +127,7 @@ def read_config(folder, name: str = "config.json", options: dict | None = None, 
     present, and the sizes in `sizes` (key -> Dim or Layers) matching the weights' headers (see the
     module docstring). Without `options`, the raw dict. Any problem is a CheckpointError naming the file."""
     path = Path(folder) / name
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no {name} in the checkpoint folder") from None
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}, line {error.lineno}: invalid JSON ({error.msg})") from None
-    except (UnicodeDecodeError, RecursionError) as error:
-        raise CheckpointError(f"{path}: not a JSON file ({type(error).__name__})") from None
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot be read ({error.strerror})") from None
+    config = read_json_file(path, CheckpointError, missing=f"no {name} in the checkpoint folder")
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: must hold a JSON object, got {type(config).__name__}")
     if "model_config" in config and "minilm_version" in config:

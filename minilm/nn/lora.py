@@ -310,14 +310,10 @@ def save_adapter(model: Module, folder) -> None:
 
 
 def read_adapter_config(folder) -> LoraConfig:
+    from ..data import read_json_file
+
     path = Path(folder) / CONFIG_NAME
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        raise AdapterError(f"{path}: no adapter_config.json in the adapter folder") from None
-    except json.JSONDecodeError as error:
-        raise AdapterError(f"{path}, line {error.lineno}: invalid JSON ({error.msg})") from None
+    raw = read_json_file(path, AdapterError, missing="no adapter_config.json in the adapter folder")
     return LoraConfig.from_peft(raw, str(path))
 
 

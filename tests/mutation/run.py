@@ -38,7 +38,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,7 +257,7 @@ def _first_failure(output: str) -> str:
 
 
 def run(breakages, baseline: bool = True, timeout: int = TIMEOUT_S, log=print) -> list[tuple]:
-    """[(breakage, status, detail, seconds)] for each breakage, in order."""
+    """[(breakage, status, detail)] for each breakage, in order."""
     results = []
     with tempfile.TemporaryDirectory(prefix="minilm-mutants-") as tmp:
         copy = _copy_project(ROOT, Path(tmp))
@@ -272,18 +271,16 @@ def run(breakages, baseline: bool = True, timeout: int = TIMEOUT_S, log=print) -
         for b in breakages:
             problems = check_table(ROOT, [b])
             if problems:
-                results.append((b, "STALE", "; ".join(problems), 0.0))
+                results.append((b, "STALE", "; ".join(problems)))
                 log(f"{b.name:24} STALE     {problems[0]}")
                 continue
             path = copy / b.file
             original = path.read_text(encoding="utf-8")
-            started = time.perf_counter()
             try:
                 path.write_text(original.replace(b.old, b.new), encoding="utf-8")
                 status, output = _pytest(copy, b.tests, timeout)
             finally:
                 path.write_text(original, encoding="utf-8")
-            seconds = time.perf_counter() - started
             if status == 1:
                 result = ("caught", _first_failure(output))
             elif status == 0:
@@ -291,14 +288,14 @@ def run(breakages, baseline: bool = True, timeout: int = TIMEOUT_S, log=print) -
             else:
                 last_line = (output.strip().splitlines() or [""])[-1]
                 result = ("ERROR", "timed out" if status is None else f"pytest exit {status}: {last_line}")
-            results.append((b, *result, seconds))
-            log(f"{b.name:24} {result[0]:9} {result[1]}  ({seconds:.0f} s)")
+            results.append((b, *result))
+            log(f"{b.name:24} {result[0]:9} {result[1]}")
     return results
 
 
 def markdown_table(results) -> str:
     lines = ["| # | breakage | file | result | caught by (first failing test) |", "|---|---|---|---|---|"]
-    for i, (b, status, detail, _) in enumerate(results, 1):
+    for i, (b, status, detail) in enumerate(results, 1):
         lines.append(f"| {i} | {b.group} (`{b.name}`) | `{b.file}` | {status} | `{detail}` |" if status == "caught"
                      else f"| {i} | {b.group} (`{b.name}`) | `{b.file}` | **{status}** | {detail} |")
     caught = sum(r[1] == "caught" for r in results)
@@ -331,7 +328,7 @@ def main(argv=None) -> int:
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n", encoding="utf-8")
-    return 0 if all(status == "caught" for _, status, _, _ in results) else 1
+    return 0 if all(status == "caught" for _, status, _ in results) else 1
 
 
 if __name__ == "__main__":
