@@ -215,7 +215,9 @@ def compare_steps(ours, theirs, flops: float, steps: int, rounds: int, profile: 
             ours()
         profiler.disable()
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+        stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
+        stats.print_stats(18)
+        stats.print_callers("ascontiguousarray|reduce|acquire")
         print(out.getvalue())
 
 
