@@ -99,7 +99,13 @@ def frame(sentences) -> tuple[np.ndarray, np.ndarray]:
 
 class SentenceMaskedLMTask:
     """The Trainer's view of masked-LM pretraining on sentences: a random batch of sentences
-    each step, 15% of their words chosen by BERT's masking (minilm.data.MaskedLMCollator)."""
+    each step, 15% of their words chosen by BERT's masking (minilm.data.MaskedLMCollator).
+
+    minilm.train.MaskedLMTask cuts windows from a running text instead. Here a row is one
+    sentence, so the words that decide a blank are the only candidates in sight: this small
+    BERT then learns "barks" -> "dog" in a few hundred steps, where on windows spanning two
+    or three sentences it needs several times as many.
+    """
 
     metric = "val_loss"
 
