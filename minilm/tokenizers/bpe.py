@@ -34,6 +34,7 @@ from .bpe_training import learn_merges
 from .byte_pair import merge_bytes
 from .chat import render_chat_template
 from .gguf import read_gguf_tokenizer
+from .merge_batch import PieceMerger
 from .patterns import resolve_pattern, splitter
 from .pretokenize import can_cut, cut_points
 from .progress import ProgressBar, progress_wanted
@@ -48,6 +49,10 @@ PARALLEL_MIN_CHARS = 1 << 18
 # Chunk -> ids results kept at most; past this the cache is emptied before the
 # next call (10 MB of source code has about 60 000 distinct chunks).
 MAX_CACHED_CHUNKS = 1 << 20
+
+# Building the NumPy merger's pair table costs about as much as merging this many bytes per
+# token of the vocabulary one at a time (measured with benchmarks/encode_bench.py's tables).
+MERGER_BYTES_PER_TOKEN = 2
 
 
 class BPETokenizer(Tokenizer):
@@ -95,6 +100,9 @@ class BPETokenizer(Tokenizer):
             self._bytes_by_id[token_id] = text.encode("utf-8")
         self._vocab_size = max(self._bytes_by_id) + 1
         self._chunk_cache: dict[str, tuple[int, ...]] = {}
+        self._merger: PieceMerger | None = None  # built when first worth it (see _piece_merger)
+        self._merger_possible = all(bytes([byte]) in self._ranks for byte in range(256))
+        self._bytes_merged_one_at_a_time = 0
         self._special_regexes: dict[frozenset[str], regex.Pattern] = {}
         self.bos_token_id: int | None = None
         self.eos_token_id: int | None = None
@@ -301,16 +309,37 @@ class BPETokenizer(Tokenizer):
             cache.clear()
         pieces = list(map(cache.get, chunks))
         if None in pieces:
-            for chunk in set(chunks).difference(cache):
-                cache[chunk] = self._encode_new_chunk(chunk)
+            new_chunks = list(set(chunks).difference(cache))
+            cache.update(zip(new_chunks, self._encode_new_chunks(new_chunks)))
             pieces = list(map(cache.get, chunks))
         return list(chain.from_iterable(pieces))
 
-    def _encode_new_chunk(self, chunk: str) -> tuple[int, ...]:
-        piece = chunk.encode("utf-8")
-        token_id = self._token_ids.get(piece)
-        if token_id is not None:  # the whole chunk is one token (tiktoken's shortcut)
-            return (token_id,)
+    def _encode_new_chunks(self, chunks: list[str]) -> list[tuple[int, ...]]:
+        pieces = [chunk.encode("utf-8") for chunk in chunks]
+        # A chunk that is one token whole is that token (tiktoken's shortcut); the others are merged.
+        encoded = [None if token_id is None else (token_id,) for token_id in map(self._token_ids.get, pieces)]
+        to_merge = [index for index, ids in enumerate(encoded) if ids is None]
+        for index, ids in zip(to_merge, self._merge_pieces([pieces[index] for index in to_merge])):
+            encoded[index] = ids
+        return encoded
+
+    def _merge_pieces(self, pieces: list[bytes]) -> list[tuple[int, ...]]:
+        merger = self._piece_merger(sum(map(len, pieces)))
+        if merger is not None:
+            return merger.merge(pieces)
+        return list(map(self._merge_one, pieces))
+
+    def _piece_merger(self, pending_bytes: int) -> PieceMerger | None:
+        """The NumPy merger (merge_batch.py), once it pays: building its pair table costs about
+        what merging MERGER_BYTES_PER_TOKEN bytes per token one at a time does, so it is built when
+        the bytes merged one at a time, these included, reach that (at most twice the best cost)."""
+        if self._merger is None and self._merger_possible:
+            self._bytes_merged_one_at_a_time += pending_bytes
+            if self._bytes_merged_one_at_a_time >= MERGER_BYTES_PER_TOKEN * len(self._ranks):
+                self._merger = PieceMerger(self._ranks, self._token_ids)
+        return self._merger
+
+    def _merge_one(self, piece: bytes) -> tuple[int, ...]:
         parts = merge_bytes(piece, self._ranks)
         if self.missing_bytes == "skip":  # a byte with no token of its own stays a part alone
             return tuple(self._token_ids[part] for part in parts if part in self._token_ids)
