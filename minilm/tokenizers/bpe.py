@@ -308,14 +308,17 @@ class BPETokenizer(Tokenizer):
         if len(cache) > MAX_CACHED_CHUNKS:
             cache.clear()
         pieces = list(map(cache.get, chunks))
-        if None in pieces:
-            new_chunks = list(set(chunks).difference(cache))
-            cache.update(zip(new_chunks, self._encode_new_chunks(new_chunks)))
-            pieces = list(map(cache.get, chunks))
-        return list(chain.from_iterable(pieces))
+        if None not in pieces:
+            return list(chain.from_iterable(pieces))
+        # Some chunks are new. `pieces` goes first: while the new chunks' ids are made, the garbage
+        # collector may walk every young list, and this one is as long as the text's chunks.
+        del pieces
+        new_chunks = list(set(chunks).difference(cache))
+        cache.update(zip(new_chunks, self._encode_new_chunks(new_chunks)))
+        return list(chain.from_iterable(map(cache.__getitem__, chunks)))
 
     def _encode_new_chunks(self, chunks: list[str]) -> list[tuple[int, ...]]:
-        pieces = [chunk.encode("utf-8") for chunk in chunks]
+        pieces = list(map(str.encode, chunks))  # UTF-8
         # A chunk that is one token whole is that token (tiktoken's shortcut); the others are merged.
         encoded = [None if token_id is None else (token_id,) for token_id in map(self._token_ids.get, pieces)]
         to_merge = [index for index, ids in enumerate(encoded) if ids is None]

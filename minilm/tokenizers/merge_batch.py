@@ -30,7 +30,8 @@ tiktoken's.
 
 Tokens are numbered here by *position in rank order* (0 for the lowest rank): comparing
 positions compares ranks, the rank of a merged token is its position, and positions are
-dense, so a pair (left, right) packs into one int64 key left * vocabulary + right.
+dense, so a pair (left, right) packs into one int64 key left * vocabulary + right. The
+per-part arrays are int32 (half the memory traffic of int64; vocabularies are far smaller).
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ import numpy as np
 
 from .byte_pair import merge_bytes
 
-# Once the pieces still merging have fewer bytes than this in all, they are finished one at
-# a time by merge_bytes: a round costs the same few dozen NumPy calls however little it does.
-FEW_BYTES_LEFT = 512
+# Once fewer pieces than FEW_PIECES_LEFT are still merging, holding fewer bytes than
+# FEW_BYTES_LEFT in all (from the start, for a small call), they are merged one at a time by
+# merge_bytes: a round costs the same few dozen NumPy calls however little it does. (Not on bytes
+# alone: the last pieces to merge are the longest, slow to merge again one at a time.)
+FEW_PIECES_LEFT = 32
+FEW_BYTES_LEFT = 1024
 
 # Pairs of tokens both among the first NEAR_POSITIONS in rank order (the bytes and the most
 # common merges, most of the pairs looked up) are found in a dense square table by indexing;
@@ -53,18 +57,20 @@ class PieceMerger:
     """Merges byte pieces into token ids by rank, many pieces at a time.
 
     `ranks` maps token bytes to merge rank and must hold all 256 single bytes;
-    `token_ids` maps the same bytes to the ids to return. Pieces still merging are
-    finished one at a time once they hold fewer than `few_bytes_left` bytes in all.
-    `merged_one_at_a_time` counts the pieces that merge_bytes finished.
+    `token_ids` maps the same bytes to the ids to return. Once fewer than `few_pieces_left`
+    pieces are still merging, with fewer than `few_bytes_left` bytes in all, they are merged
+    one at a time. `merged_one_at_a_time` counts the pieces that merge_bytes merged.
     """
 
-    def __init__(self, ranks: dict[bytes, int], token_ids: dict[bytes, int], few_bytes_left: int = FEW_BYTES_LEFT):
+    def __init__(self, ranks: dict[bytes, int], token_ids: dict[bytes, int],
+                 few_pieces_left: int = FEW_PIECES_LEFT, few_bytes_left: int = FEW_BYTES_LEFT):
         missing = [byte for byte in range(256) if bytes([byte]) not in ranks]
         if missing:
             raise ValueError(f"ranks lacks {len(missing)} single bytes (first: 0x{missing[0]:02x}); "
                              "merging pieces needs all 256")
         self._ranks = ranks
         self._token_ids = token_ids
+        self.few_pieces_left = few_pieces_left
         self.few_bytes_left = few_bytes_left
         self.merged_one_at_a_time = 0
         tokens = sorted(ranks, key=ranks.__getitem__)
@@ -72,8 +78,9 @@ class PieceMerger:
         self.vocabulary = len(tokens)
         self.no_pair = self.vocabulary  # the "rank" of a pair that forms no token: above them all
         self._id_at = np.array([token_ids[token] for token in tokens], dtype=np.int64)  # position -> id
-        self._byte_position = np.array([position[bytes([byte])] for byte in range(256)], dtype=np.int64)
+        self._byte_position = np.array([position[bytes([byte])] for byte in range(256)], dtype=np.int32)
         self._pair_keys, self._pair_merged = self._pair_table(tokens, position)
+        self._near = min(NEAR_POSITIONS, self.vocabulary)
         self._near_pairs = self._dense_table()
 
     def _pair_table(self, tokens: list[bytes], position: dict[bytes, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -95,14 +102,14 @@ class PieceMerger:
         merged.append(self.no_pair)
         keys_array = np.array(keys, dtype=np.int64)
         order = np.argsort(keys_array, kind="stable")
-        return keys_array[order], np.array(merged, dtype=np.int64)[order]
+        return keys_array[order], np.array(merged, dtype=np.int32)[order]
 
     def _dense_table(self) -> np.ndarray:
-        """[(near + 1)^2] the rank of pair (left, right) at left * (near + 1) + right for positions
+        """[(near + 1)^2] the rank of pair (left, right) at left * (near + 1) + right, for positions
         below near = min(NEAR_POSITIONS, vocabulary); row and column `near` stand for every position
         from near on and hold -1: "search the sorted keys"."""
-        near = min(NEAR_POSITIONS, self.vocabulary)
-        table = np.full((near + 1, near + 1), self.no_pair, dtype=np.int64)
+        near = self._near
+        table = np.full((near + 1, near + 1), self.no_pair, dtype=np.int32)
         table[near, :] = table[:, near] = -1
         left, right = np.divmod(self._pair_keys[:-1], self.vocabulary)
         both_near = (left < near) & (right < near)
@@ -110,34 +117,34 @@ class PieceMerger:
         return table.ravel()
 
     def pair_ranks(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """[k], [k] token positions -> [k] position of the token each pair forms, or no_pair."""
-        near = min(NEAR_POSITIONS, self.vocabulary)
+        """[k], [k] int32 token positions -> [k] position of the token each pair forms, or no_pair."""
+        near = self._near
         found = self._near_pairs[np.minimum(left, near) * (near + 1) + np.minimum(right, near)]
         far = np.flatnonzero(found < 0)
         if len(far):
-            keys = left[far] * self.vocabulary + right[far]
+            keys = left[far].astype(np.int64) * self.vocabulary + right[far]
             slot = np.searchsorted(self._pair_keys, keys)  # the last key is above all, so slot < len
             found[far] = np.where(self._pair_keys[slot] == keys, self._pair_merged[slot], self.no_pair)
         return found
 
     def merge(self, pieces: list[bytes]) -> list[tuple[int, ...]]:
         """The token ids of each piece (each at least one byte), as merge_bytes merges it."""
-        results: list[tuple[int, ...] | None] = [None] * len(pieces)
         if not pieces:
             return []
+        results: list[tuple[int, ...] | None] = [None] * len(pieces)
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))  # [S] parts per piece
         if not lengths.all():
             raise ValueError("cannot merge an empty piece")
         piece_at = np.arange(len(pieces))  # [S] which piece each segment still merging is
         tokens = self._byte_position[np.frombuffer(b"".join(pieces), dtype=np.uint8)]  # [n] one part per byte
-        ends = np.cumsum(lengths)
+        ends = np.cumsum(lengths)  # [S] where each segment ends in `tokens`
         pair_ranks = np.empty_like(tokens)  # [n] rank of (tokens[i], tokens[i + 1]) within a piece
         pair_ranks[:-1] = self.pair_ranks(tokens[:-1], tokens[1:])
         pair_ranks[ends - 1] = self.no_pair  # no pair across the end of a piece
         broken = np.zeros(len(pieces), dtype=bool)  # [S] pieces a round cannot merge exactly
 
         while True:
-            lowest = np.minimum.reduceat(pair_ranks, ends - lengths)  # [S] each piece's lowest pair rank
+            lowest = np.minimum.reduceat(pair_ranks, ends - lengths)  # [S] each segment's lowest pair rank
             leaving = (lowest == self.no_pair) | broken
             if leaving.any():
                 self._take_out(pieces, results, leaving & ~broken, broken, piece_at, tokens, lengths)
@@ -146,37 +153,35 @@ class PieceMerger:
                 tokens, pair_ranks = tokens[kept_parts], pair_ranks[kept_parts]
                 piece_at, lengths, lowest = piece_at[staying], lengths[staying], lowest[staying]
                 ends = np.cumsum(lengths)
-            if len(tokens) <= self.few_bytes_left:  # (always, once no piece is left)
+            if (len(lengths) < self.few_pieces_left and len(tokens) < self.few_bytes_left) or not len(lengths):
                 for piece in piece_at.tolist():
                     results[piece] = self._merge_one(pieces[piece])
                 return results
 
-            # The pairs to merge: every pair of its piece's lowest rank, left to right without
+            # The pairs to merge: every pair of its segment's lowest rank, left to right without
             # overlap. In a run of adjacent such pairs ("aaaa"), the 1st, 3rd, ... of the run.
-            segment_of = np.repeat(np.arange(len(lengths)), lengths)  # [n] segment of each part
-            lowest_here = lowest[segment_of]  # [n]
+            lowest_here = np.repeat(lowest, lengths)  # [n]
             candidates = np.flatnonzero(pair_ranks == lowest_here)  # [c], increasing
             run_begins = np.ones(len(candidates), dtype=bool)
             run_begins[1:] = candidates[1:] != candidates[:-1] + 1
             run_start = np.maximum.accumulate(np.where(run_begins, candidates, 0))
             chosen = candidates[(candidates - run_start) % 2 == 0]  # [k] left part of each merge
             merged = lowest_here[chosen]  # [k] the token each merge makes
+            segment = np.searchsorted(ends, chosen, side="right")  # [k] the segment it is in
 
             # Right after a merge, the one-at-a-time merge sees the pair (merged token, part after
             # the pair), even where that part is merged next in this round: it must rank above.
-            is_last = np.zeros(len(tokens), dtype=bool)
-            is_last[ends - 1] = True
-            has_next = ~is_last[chosen + 1]
+            has_next = chosen + 2 < ends[segment]
             created_after = self.pair_ranks(merged[has_next], tokens[chosen[has_next] + 2])
             broken = np.zeros(len(lengths), dtype=bool)
-            broken[segment_of[chosen[has_next]][created_after < merged[has_next]]] = True
+            broken[segment[has_next][created_after < merged[has_next]]] = True
 
             # Merge: the left part becomes the merged token, the right part goes.
             tokens[chosen] = merged
             kept_parts = np.ones(len(tokens), dtype=bool)
             kept_parts[chosen + 1] = False
             tokens, pair_ranks = tokens[kept_parts], pair_ranks[kept_parts]
-            lengths = lengths - np.bincount(segment_of[chosen], minlength=len(lengths))
+            lengths = lengths - np.bincount(segment, minlength=len(lengths))
             ends = np.cumsum(lengths)
             at = chosen - np.arange(len(chosen))  # [k] where the merged tokens are now
 
@@ -185,22 +190,20 @@ class PieceMerger:
             # written next. The pair before a merged token must rank above it too.
             pair_ranks[ends - 1] = self.no_pair
             pair_ranks[at[has_next]] = created_after
-            is_last = np.zeros(len(tokens), dtype=bool)
-            is_last[ends - 1] = True
-            has_before = at > 0
-            has_before[has_before] = ~is_last[at[has_before] - 1]
+            has_before = at > ends[segment] - lengths[segment]  # not the first part of its segment
             before = at[has_before] - 1
-            pair_ranks[before] = self.pair_ranks(tokens[before], tokens[before + 1])
-            broken[segment_of[chosen[has_before]][pair_ranks[before] < tokens[before + 1]]] = True
+            pair_ranks[before] = self.pair_ranks(tokens[before], merged[has_before])
+            broken[segment[has_before][pair_ranks[before] < merged[has_before]]] = True
 
     def _take_out(self, pieces, results, done, broken, piece_at, tokens, lengths) -> None:
         """Fill `results` for the segments that are `done` (their ids) or `broken` (merged
         again, one at a time)."""
         done_ids = self._id_at[tokens[np.repeat(done, lengths)]].tolist()
-        start = 0
-        for piece, length in zip(piece_at[done].tolist(), lengths[done].tolist()):
-            results[piece] = tuple(done_ids[start : start + length])
-            start += length
+        stops = np.cumsum(lengths[done])
+        # one tuple per piece, made by map (in C): these are the entries of the chunk cache
+        slices = map(slice, (stops - lengths[done]).tolist(), stops.tolist())
+        for piece, ids in zip(piece_at[done].tolist(), map(tuple, map(done_ids.__getitem__, slices))):
+            results[piece] = ids
         for piece in piece_at[broken].tolist():
             results[piece] = self._merge_one(pieces[piece])
 

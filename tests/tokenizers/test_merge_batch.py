@@ -25,7 +25,7 @@ def one_at_a_time(pieces, ranks, token_ids):
 
 def merge_all_in_rounds(pieces, ranks, token_ids=None):
     """PieceMerger with no hand-over to merge_bytes at the end: every merge happens in rounds."""
-    merger = PieceMerger(ranks, token_ids or ranks, few_bytes_left=0)
+    merger = PieceMerger(ranks, token_ids or ranks, few_pieces_left=0, few_bytes_left=0)
     return merger.merge(pieces), merger
 
 
