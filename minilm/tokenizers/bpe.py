@@ -31,7 +31,7 @@ import regex
 from . import formats
 from .base import LineReader, Tokenizer, as_token_ids, tokenizer_file
 from .bpe_training import learn_merges
-from .byte_pair import merge_bytes
+from .byte_pair import merge_to_ids
 from .chat import render_chat_template
 from .gguf import read_gguf_tokenizer
 from .merge_batch import PieceMerger
@@ -101,7 +101,6 @@ class BPETokenizer(Tokenizer):
         self._vocab_size = max(self._bytes_by_id) + 1
         self._chunk_cache: dict[str, tuple[int, ...]] = {}
         self._merger: PieceMerger | None = None  # built when first worth it (see _piece_merger)
-        self._merger_possible = all(bytes([byte]) in self._ranks for byte in range(256))
         self._bytes_merged_one_at_a_time = 0
         self._special_regexes: dict[frozenset[str], regex.Pattern] = {}
         self.bos_token_id: int | None = None
@@ -330,23 +329,17 @@ class BPETokenizer(Tokenizer):
         merger = self._piece_merger(sum(map(len, pieces)))
         if merger is not None:
             return merger.merge(pieces)
-        return list(map(self._merge_one, pieces))
+        return [merge_to_ids(piece, self._ranks, self._token_ids) for piece in pieces]
 
     def _piece_merger(self, pending_bytes: int) -> PieceMerger | None:
         """The NumPy merger (merge_batch.py), once it pays: building its pair table costs about
         what merging MERGER_BYTES_PER_TOKEN bytes per token one at a time does, so it is built when
         the bytes merged one at a time, these included, reach that (at most twice the best cost)."""
-        if self._merger is None and self._merger_possible:
+        if self._merger is None:
             self._bytes_merged_one_at_a_time += pending_bytes
             if self._bytes_merged_one_at_a_time >= MERGER_BYTES_PER_TOKEN * len(self._ranks):
                 self._merger = PieceMerger(self._ranks, self._token_ids)
         return self._merger
-
-    def _merge_one(self, piece: bytes) -> tuple[int, ...]:
-        parts = merge_bytes(piece, self._ranks)
-        if self.missing_bytes == "skip":  # a byte with no token of its own stays a part alone
-            return tuple(self._token_ids[part] for part in parts if part in self._token_ids)
-        return tuple(map(self._token_ids.__getitem__, parts))
 
     # ---- decoding ------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .byte_pair import merge_bytes
+from .byte_pair import SINGLE_BYTES, merge_to_ids
 
 # Once fewer pieces than FEW_PIECES_LEFT are still merging, holding fewer bytes than
 # FEW_BYTES_LEFT in all (from the start, for a small call), they are merged one at a time by
@@ -56,29 +56,31 @@ NEAR_POSITIONS = 1024
 class PieceMerger:
     """Merges byte pieces into token ids by rank, many pieces at a time.
 
-    `ranks` maps token bytes to merge rank and must hold all 256 single bytes;
-    `token_ids` maps the same bytes to the ids to return. Once fewer than `few_pieces_left`
+    `ranks` maps token bytes to merge rank; `token_ids` maps the same bytes to the ids to
+    return. Single bytes that `ranks` lacks stay parts of their own and are left out of the
+    ids (what BPETokenizer's missing_bytes="skip" asks). Once fewer than `few_pieces_left`
     pieces are still merging, with fewer than `few_bytes_left` bytes in all, they are merged
     one at a time. `merged_one_at_a_time` counts the pieces that merge_bytes merged.
     """
 
     def __init__(self, ranks: dict[bytes, int], token_ids: dict[bytes, int],
                  few_pieces_left: int = FEW_PIECES_LEFT, few_bytes_left: int = FEW_BYTES_LEFT):
-        missing = [byte for byte in range(256) if bytes([byte]) not in ranks]
-        if missing:
-            raise ValueError(f"ranks lacks {len(missing)} single bytes (first: 0x{missing[0]:02x}); "
-                             "merging pieces needs all 256")
         self._ranks = ranks
         self._token_ids = token_ids
         self.few_pieces_left = few_pieces_left
         self.few_bytes_left = few_bytes_left
         self.merged_one_at_a_time = 0
         tokens = sorted(ranks, key=ranks.__getitem__)
-        position = {token: index for index, token in enumerate(tokens)}
-        self.vocabulary = len(tokens)
+        # Bytes without a token come after every token: never made by a merge, but a pair may
+        # start from them (b"\xff" + b"\xfe" may be a token even where b"\xff" is not).
+        tokenless_bytes = [byte for byte in SINGLE_BYTES if byte not in ranks]
+        position = {token: index for index, token in enumerate(tokens + tokenless_bytes)}
+        self.vocabulary = len(position)
         self.no_pair = self.vocabulary  # the "rank" of a pair that forms no token: above them all
-        self._id_at = np.array([token_ids[token] for token in tokens], dtype=np.int64)  # position -> id
-        self._byte_position = np.array([position[bytes([byte])] for byte in range(256)], dtype=np.int32)
+        # position -> id; -1 for a byte without a token, to be left out
+        self._id_at = np.array([token_ids[token] for token in tokens] + [-1] * len(tokenless_bytes), dtype=np.int64)
+        self._drops_bytes = bool(tokenless_bytes)
+        self._byte_position = np.array([position[byte] for byte in SINGLE_BYTES], dtype=np.int32)
         self._pair_keys, self._pair_merged = self._pair_table(tokens, position)
         self._near = min(NEAR_POSITIONS, self.vocabulary)
         self._near_pairs = self._dense_table()
@@ -198,10 +200,16 @@ class PieceMerger:
     def _take_out(self, pieces, results, done, broken, piece_at, tokens, lengths) -> None:
         """Fill `results` for the segments that are `done` (their ids) or `broken` (merged
         again, one at a time)."""
-        done_ids = self._id_at[tokens[np.repeat(done, lengths)]].tolist()
-        stops = np.cumsum(lengths[done])
+        done_ids = self._id_at[tokens[np.repeat(done, lengths)]]
+        done_lengths = lengths[done]
+        if self._drops_bytes:  # leave out the bytes without a token
+            kept = done_ids >= 0
+            done_lengths = np.add.reduceat(kept, np.cumsum(done_lengths) - done_lengths, dtype=np.int64)
+            done_ids = done_ids[kept]
+        done_ids = done_ids.tolist()
+        stops = np.cumsum(done_lengths)
         # one tuple per piece, made by map (in C): these are the entries of the chunk cache
-        slices = map(slice, (stops - lengths[done]).tolist(), stops.tolist())
+        slices = map(slice, (stops - done_lengths).tolist(), stops.tolist())
         for piece, ids in zip(piece_at[done].tolist(), map(tuple, map(done_ids.__getitem__, slices))):
             results[piece] = ids
         for piece in piece_at[broken].tolist():
@@ -209,4 +217,4 @@ class PieceMerger:
 
     def _merge_one(self, piece: bytes) -> tuple[int, ...]:
         self.merged_one_at_a_time += 1
-        return tuple(map(self._token_ids.__getitem__, merge_bytes(piece, self._ranks)))
+        return merge_to_ids(piece, self._ranks, self._token_ids)
