@@ -8,7 +8,7 @@ once per merge:
 
     the pieces, concatenated        tokens  [n]  b"low" b"lower" -> l o w l o w e r
     where each piece ends           lengths [S]                      3 5
-    rank of each adjacent pair      pair_ranks [n]  (NO_PAIR at the end of each piece)
+    rank of each adjacent pair      pair_ranks [n]  (no_pair at the end of each piece)
 
 and each round does, for every piece at once:
 
