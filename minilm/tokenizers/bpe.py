@@ -50,8 +50,12 @@ PARALLEL_MIN_CHARS = 1 << 18
 # next call (10 MB of source code has about 60 000 distinct chunks).
 MAX_CACHED_CHUNKS = 1 << 20
 
-# Building the NumPy merger's pair table costs about as much as merging this many bytes per
-# token of the vocabulary one at a time (measured with benchmarks/encode_bench.py's tables).
+# The new chunks of one call are merged in NumPy rounds (merge_batch.py) when they hold at least
+# MERGER_MIN_BYTES: below that, rounds save little or nothing over merging one at a time (a text
+# of 20 KB brings 1-2 KB). Building the merger's pair table costs about as much as merging
+# MERGER_BYTES_PER_TOKEN bytes per token of the vocabulary one at a time (both measured with
+# benchmarks/encode_bench.py's tables).
+MERGER_MIN_BYTES = 4096
 MERGER_BYTES_PER_TOKEN = 2
 
 
@@ -326,15 +330,16 @@ class BPETokenizer(Tokenizer):
         return encoded
 
     def _merge_pieces(self, pieces: list[bytes]) -> list[tuple[int, ...]]:
-        merger = self._piece_merger(sum(map(len, pieces)))
+        pending_bytes = sum(map(len, pieces))
+        merger = self._piece_merger(pending_bytes) if pending_bytes >= MERGER_MIN_BYTES else None
         if merger is not None:
             return merger.merge(pieces)
         return [merge_to_ids(piece, self._ranks, self._token_ids) for piece in pieces]
 
     def _piece_merger(self, pending_bytes: int) -> PieceMerger | None:
-        """The NumPy merger (merge_batch.py), once it pays: building its pair table costs about
-        what merging MERGER_BYTES_PER_TOKEN bytes per token one at a time does, so it is built when
-        the bytes merged one at a time, these included, reach that (at most twice the best cost)."""
+        """The NumPy merger, once it pays for its pair table: it is built when the bytes of large
+        calls merged one at a time, these included, reach MERGER_BYTES_PER_TOKEN per token (the
+        cost of the table), so that a cold start costs at most twice the best choice."""
         if self._merger is None:
             self._bytes_merged_one_at_a_time += pending_bytes
             if self._bytes_merged_one_at_a_time >= MERGER_BYTES_PER_TOKEN * len(self._ranks):

@@ -35,11 +35,15 @@ def merge_bytes(piece: bytes, ranks: dict[bytes, int], rank_limit: int = NO_MERG
 def merge_to_ids(piece: bytes, ranks: dict[bytes, int], token_ids: dict[bytes, int]) -> tuple[int, ...]:
     """The ids of `merge_bytes(piece, ranks)`'s parts. A single byte that has no token (in a
     table that lacks some bytes) stays a part of its own, and is left out."""
-    return tuple(token_ids[part] for part in merge_bytes(piece, ranks) if part in token_ids)
+    parts = merge_bytes(piece, ranks)
+    try:
+        return tuple(map(token_ids.__getitem__, parts))
+    except KeyError:
+        return tuple(token_ids[part] for part in parts if part in token_ids)
 
 
 def _merge_with_scan(piece: bytes, ranks: dict[bytes, int], rank_limit: int) -> list[bytes]:
-    # map() runs the set-up loops in C (this is the cold-encode hot path).
+    # map() runs the set-up loops in C (this is the cold-encode path of small calls).
     parts = list(map(SINGLE_BYTES.__getitem__, piece))
     get = ranks.get
     # pair_ranks[i] is the rank of parts[i] + parts[i + 1]
