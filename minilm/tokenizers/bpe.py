@@ -31,9 +31,10 @@ import regex
 from . import formats
 from .base import LineReader, Tokenizer, as_token_ids, tokenizer_file
 from .bpe_training import learn_merges
-from .byte_pair import merge_bytes
+from .byte_pair import merge_to_ids
 from .chat import render_chat_template
 from .gguf import read_gguf_tokenizer
+from .merge_batch import PieceMerger
 from .patterns import resolve_pattern, splitter
 from .pretokenize import can_cut, cut_points
 from .progress import ProgressBar, progress_wanted
@@ -48,6 +49,14 @@ PARALLEL_MIN_CHARS = 1 << 18
 # Chunk -> ids results kept at most; past this the cache is emptied before the
 # next call (10 MB of source code has about 60 000 distinct chunks).
 MAX_CACHED_CHUNKS = 1 << 20
+
+# The new chunks of one call are merged in NumPy rounds (merge_batch.py) when they hold at least
+# MERGER_MIN_BYTES: below that, rounds save little or nothing over merging one at a time (a text
+# of 20 KB brings 1-2 KB). Building the merger's pair table costs about as much as merging
+# MERGER_BYTES_PER_TOKEN bytes per token of the vocabulary one at a time (both measured with
+# benchmarks/encode_bench.py's tables).
+MERGER_MIN_BYTES = 4096
+MERGER_BYTES_PER_TOKEN = 2
 
 
 class BPETokenizer(Tokenizer):
@@ -95,6 +104,8 @@ class BPETokenizer(Tokenizer):
             self._bytes_by_id[token_id] = text.encode("utf-8")
         self._vocab_size = max(self._bytes_by_id) + 1
         self._chunk_cache: dict[str, tuple[int, ...]] = {}
+        self._merger: PieceMerger | None = None  # built when first worth it (see _piece_merger)
+        self._bytes_merged_one_at_a_time = 0
         self._special_regexes: dict[frozenset[str], regex.Pattern] = {}
         self.bos_token_id: int | None = None
         self.eos_token_id: int | None = None
@@ -300,21 +311,40 @@ class BPETokenizer(Tokenizer):
         if len(cache) > MAX_CACHED_CHUNKS:
             cache.clear()
         pieces = list(map(cache.get, chunks))
-        if None in pieces:
-            for chunk in set(chunks).difference(cache):
-                cache[chunk] = self._encode_new_chunk(chunk)
-            pieces = list(map(cache.get, chunks))
-        return list(chain.from_iterable(pieces))
+        if None not in pieces:
+            return list(chain.from_iterable(pieces))
+        # Some chunks are new. `pieces` goes first: while the new chunks' ids are made, the garbage
+        # collector may walk every young list, and this one is as long as the text's chunks.
+        del pieces
+        new_chunks = list(set(chunks).difference(cache))
+        cache.update(zip(new_chunks, self._encode_new_chunks(new_chunks)))
+        return list(chain.from_iterable(map(cache.__getitem__, chunks)))
 
-    def _encode_new_chunk(self, chunk: str) -> tuple[int, ...]:
-        piece = chunk.encode("utf-8")
-        token_id = self._token_ids.get(piece)
-        if token_id is not None:  # the whole chunk is one token (tiktoken's shortcut)
-            return (token_id,)
-        parts = merge_bytes(piece, self._ranks)
-        if self.missing_bytes == "skip":  # a byte with no token of its own stays a part alone
-            return tuple(self._token_ids[part] for part in parts if part in self._token_ids)
-        return tuple(map(self._token_ids.__getitem__, parts))
+    def _encode_new_chunks(self, chunks: list[str]) -> list[tuple[int, ...]]:
+        pieces = list(map(str.encode, chunks))  # UTF-8
+        # A chunk that is one token whole is that token (tiktoken's shortcut); the others are merged.
+        encoded = [None if token_id is None else (token_id,) for token_id in map(self._token_ids.get, pieces)]
+        to_merge = [index for index, ids in enumerate(encoded) if ids is None]
+        for index, ids in zip(to_merge, self._merge_pieces([pieces[index] for index in to_merge])):
+            encoded[index] = ids
+        return encoded
+
+    def _merge_pieces(self, pieces: list[bytes]) -> list[tuple[int, ...]]:
+        pending_bytes = sum(map(len, pieces))
+        merger = self._piece_merger(pending_bytes) if pending_bytes >= MERGER_MIN_BYTES else None
+        if merger is not None:
+            return merger.merge(pieces)
+        return [merge_to_ids(piece, self._ranks, self._token_ids) for piece in pieces]
+
+    def _piece_merger(self, pending_bytes: int) -> PieceMerger | None:
+        """The NumPy merger, once it pays for its pair table: it is built when the bytes of large
+        calls merged one at a time, these included, reach MERGER_BYTES_PER_TOKEN per token (the
+        cost of the table), so that a cold start costs at most twice the best choice."""
+        if self._merger is None:
+            self._bytes_merged_one_at_a_time += pending_bytes
+            if self._bytes_merged_one_at_a_time >= MERGER_BYTES_PER_TOKEN * len(self._ranks):
+                self._merger = PieceMerger(self._ranks, self._token_ids)
+        return self._merger
 
     # ---- decoding ------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ NO_MERGE = sys.maxsize  # the "rank" of an adjacent pair that forms no token
 # heap keeps long pieces such as "a" * 100000 at O(n log n) instead of O(n^2).
 LONG_PIECE_BYTES = 256
 
-_SINGLE_BYTES = [bytes([byte]) for byte in range(256)]  # b"\x00" ... b"\xff", made once
+SINGLE_BYTES = [bytes([byte]) for byte in range(256)]  # b"\x00" ... b"\xff", made once
 
 
 def merge_bytes(piece: bytes, ranks: dict[bytes, int], rank_limit: int = NO_MERGE) -> list[bytes]:
@@ -32,9 +32,19 @@ def merge_bytes(piece: bytes, ranks: dict[bytes, int], rank_limit: int = NO_MERG
     return _merge_with_scan(piece, ranks, rank_limit)
 
 
+def merge_to_ids(piece: bytes, ranks: dict[bytes, int], token_ids: dict[bytes, int]) -> tuple[int, ...]:
+    """The ids of `merge_bytes(piece, ranks)`'s parts. A single byte that has no token (in a
+    table that lacks some bytes) stays a part of its own, and is left out."""
+    parts = merge_bytes(piece, ranks)
+    try:
+        return tuple(map(token_ids.__getitem__, parts))
+    except KeyError:
+        return tuple(token_ids[part] for part in parts if part in token_ids)
+
+
 def _merge_with_scan(piece: bytes, ranks: dict[bytes, int], rank_limit: int) -> list[bytes]:
-    # map() runs the set-up loops in C (this is the cold-encode hot path).
-    parts = list(map(_SINGLE_BYTES.__getitem__, piece))
+    # map() runs the set-up loops in C (this is the cold-encode path of small calls).
+    parts = list(map(SINGLE_BYTES.__getitem__, piece))
     get = ranks.get
     # pair_ranks[i] is the rank of parts[i] + parts[i + 1]
     pair_ranks = list(map(get, map(bytes.__add__, parts, parts[1:]), repeat(NO_MERGE)))

@@ -11,7 +11,7 @@ import sysconfig
 import pytest
 import regex
 
-from minilm.tokenizers import BPETokenizer
+from minilm.tokenizers import BPETokenizer, bpe
 from minilm.tokenizers.byte_pair import recover_merges
 from minilm.tokenizers.chat import ChatTemplateError, _compile
 from minilm.tokenizers.formats import bytes_to_printable
@@ -321,6 +321,19 @@ def test_smollm2_whitespace_before_digits(smollm2_pair):
     for text in WHITESPACE_BEFORE_DIGITS + MODEL_TEXTS:
         assert ours.encode(text, allowed_special="all") == reference.encode(text), text
     assert ours.decode(ours.encode("a  1")) == "a  1" and len(ours.encode("a  1")) == 3
+
+
+def test_smollm2_cold_encode_of_a_long_text_equals_its_tokenizer(smollm2_pair, monkeypatch):
+    """Thousands of new chunks at once go through the NumPy merger (merge_batch.py), which
+    must also leave out the bytes SmolLM2's vocabulary lacks, as the one-at-a-time merge does."""
+    ours, hf = smollm2_pair
+    monkeypatch.setattr(bpe, "MERGER_BYTES_PER_TOKEN", 0)  # use the merger from the first call
+    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    lacked = "".join(chr(byte) for byte in (0x04, 0x06, 0x13, 0x14, 0x16, 0x1D))  # bytes without a token
+    text = "\n".join([(stdlib / "difflib.py").read_text(encoding="utf-8")[:60_000], *random_texts(400, seed=7),
+                      *(f"w{index}{lacked[index % 6]}x {lacked[:index % 7]}" for index in range(300))])
+    assert ours.encode_ordinary(text) == with_smollm_pre_tokenizer(hf).encode(text)
+    assert ours._merger is not None
 
 
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
