@@ -647,6 +647,26 @@ def lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple:
     return LSTMCell()(gates, c_prev)
 
 
+# OpenBLAS (NumPy's BLAS) multiplies small matrices, M*N*K <= 100^3, with a kernel that reads
+# the operands where they lie; larger products first copy ("pack") them into blocks. An LSTM
+# step's GEMM is just above that size (W_hh h_{t-1}: [1024, 256] @ [256, 16] at H=256, B=16),
+# and packing the 1 MB weight on every step costs about a quarter of the product, so the time
+# loop multiplies in blocks of rows that stay under the limit (one thread, AVX-512 EPYC:
+# 105 us as one call, 80 us as 5 blocks).
+_SMALL_GEMM = 100**3
+
+
+def _row_blocks(matrix, out) -> list:
+    """matrix [M, K] @ (some [K, N]) -> out [M, N] as (matrix rows, out rows) pairs of blocks that
+    each stay a small GEMM for OpenBLAS (one pair on the GPU, or when even one row is too big)."""
+    rows, inner = matrix.shape
+    per_block = _SMALL_GEMM // (inner * out.shape[1])
+    if not isinstance(matrix, np.ndarray) or per_block < 1:
+        return [(matrix, out)]
+    size = -(-rows // -(-rows // per_block))  # equal blocks: ceil(rows / number of blocks)
+    return [(matrix[start : start + size], out[start : start + size]) for start in range(0, rows, size)]
+
+
 class LSTMLayer(Function):
     """A whole LSTM layer over time as one node (gates i, f, g, o in PyTorch's order):
 
@@ -688,10 +708,12 @@ class LSTMLayer(Function):
         hs = xp.empty((steps, hidden, batch), dtype=dtype)  # h_1..h_T
         recurrent = xp.empty((four_hidden, batch), dtype=dtype)  # W_hh h_{t-1}
         input_part = xp.empty((hidden, batch), dtype=cells.dtype)  # i * g
+        blocks = _row_blocks(weight, recurrent)
         h, c = h0.T, c0.T  # [B, H] -> [H, B]
         for t in range(steps):
             gates = acts[t]  # [4H, B]
-            xp.matmul(weight, h, out=recurrent)  # [4H, H] @ [H, B]
+            for weight_rows, recurrent_rows in blocks:
+                xp.matmul(weight_rows, h, out=recurrent_rows)  # [4H, H] @ [H, B]
             gates += recurrent
             xp.tanh(gates, out=gates)
             for rows in (gates[: 2 * hidden], gates[3 * hidden :]):  # i, f and o: (1 + tanh) / 2
@@ -738,6 +760,7 @@ class LSTMLayer(Function):
         dh = xp.array(grad_h.T, dtype=acts.dtype, order="C")  # [H, B]; copies: updated in place below
         dc = xp.array(grad_c.T, dtype=cells.dtype, order="C")
         scratch = xp.empty((hidden, batch), dtype=cells.dtype)
+        blocks = _row_blocks(weight_t, dh)
         for t in range(steps - 1, -1, -1):
             dgates = grad_gates[t]  # [4H, B]
             dh += grad_steps[t]  # h_t feeds out[t] and step t + 1
@@ -746,7 +769,8 @@ class LSTMLayer(Function):
                         out=dgates[: 3 * hidden].reshape(3, hidden, batch))
             xp.multiply(dh, local_o[t], out=dgates[3 * hidden :])  # o
             dc *= f[t]  # to c_{t-1}
-            xp.matmul(weight_t, dgates, out=dh)  # to h_{t-1}: [H, 4H] @ [4H, B]
+            for weight_rows, dh_rows in blocks:  # to h_{t-1}: [H, 4H] @ [4H, B]
+                xp.matmul(weight_rows, dgates, out=dh_rows)
         grad_projected = xp.ascontiguousarray(grad_gates.transpose(0, 2, 1))  # [T, 4H, B] -> [T, B, 4H]
         grad_weight = None
         if self.inputs[1].requires_grad:
