@@ -697,12 +697,12 @@ class LSTMLayer(Function):
         # sigmoid(x) = (1 + tanh(x / 2)) / 2, the formula of ops.sigmoid (no overflow). With the
         # rows of i, f, o halved in the projection and in W_hh (exact: a power of two), one
         # tanh per step covers all four gates.
-        halve = xp.ones((four_hidden, 1), dtype=dtype)
-        halve[:2 * hidden] = 0.5  # i, f
-        halve[3 * hidden :] = 0.5  # o
         acts = xp.empty((steps, four_hidden, batch), dtype=dtype)  # pre-activations, then activations
-        xp.multiply(projected.transpose(0, 2, 1), halve, out=acts)  # [T, B, 4H] -> [T, 4H, B]
-        weight = weight_hh * halve  # [4H, H]
+        acts[...] = projected.transpose(0, 2, 1)  # [T, B, 4H] -> [T, 4H, B]
+        weight = weight_hh.astype(dtype)  # [4H, H], a copy
+        for rows in (slice(0, 2 * hidden), slice(3 * hidden, four_hidden)):  # i, f and o
+            acts[:, rows] *= 0.5
+            weight[rows] *= 0.5
         cells = xp.empty((steps, hidden, batch), dtype=xp.result_type(acts, c0))  # c_1..c_T
         tanh_cells = xp.empty_like(cells)
         hs = xp.empty((steps, hidden, batch), dtype=dtype)  # h_1..h_T
@@ -756,11 +756,10 @@ class LSTMLayer(Function):
 
         grad_gates = xp.empty_like(acts)  # [T, 4H, B]
         grad_steps = xp.ascontiguousarray(grad_out.transpose(0, 2, 1))  # [T, B, H] -> [T, H, B]
-        weight_t = xp.ascontiguousarray(weight_hh.T)  # [H, 4H]
         dh = xp.array(grad_h.T, dtype=acts.dtype, order="C")  # [H, B]; copies: updated in place below
         dc = xp.array(grad_c.T, dtype=cells.dtype, order="C")
         scratch = xp.empty((hidden, batch), dtype=cells.dtype)
-        blocks = _row_blocks(weight_t, dh)
+        blocks = _row_blocks(weight_hh.T, dh)  # [H, 4H] @ [4H, B]: dgates_t to h_{t-1}
         for t in range(steps - 1, -1, -1):
             dgates = grad_gates[t]  # [4H, B]
             dh += grad_steps[t]  # h_t feeds out[t] and step t + 1
@@ -769,7 +768,7 @@ class LSTMLayer(Function):
                         out=dgates[: 3 * hidden].reshape(3, hidden, batch))
             xp.multiply(dh, local_o[t], out=dgates[3 * hidden :])  # o
             dc *= f[t]  # to c_{t-1}
-            for weight_rows, dh_rows in blocks:  # to h_{t-1}: [H, 4H] @ [4H, B]
+            for weight_rows, dh_rows in blocks:  # to h_{t-1}
                 xp.matmul(weight_rows, dgates, out=dh_rows)
         grad_projected = xp.ascontiguousarray(grad_gates.transpose(0, 2, 1))  # [T, 4H, B] -> [T, B, 4H]
         grad_weight = None
