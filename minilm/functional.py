@@ -651,8 +651,10 @@ def lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple:
 # the operands where they lie; larger products first copy ("pack") them into blocks. An LSTM
 # step's GEMM is just above that size (W_hh h_{t-1}: [1024, 256] @ [256, 16] at H=256, B=16),
 # and packing the 1 MB weight on every step costs about a quarter of the product, so the time
-# loop multiplies in blocks of rows that stay under the limit (one thread, AVX-512 EPYC:
-# 105 us as one call, 80 us as 5 blocks).
+# loop multiplies in blocks of rows that stay under the limit (AVX-512 EPYC, one thread: 105 us
+# as one call, 80 us as 5 blocks). The small kernel runs in the calling thread: with 2 BLAS
+# threads one call took 55 us on idle cores, but its thread handoff collapses when other
+# processes share the cores (a whole layer's forward + backward 2x slower at the median).
 _SMALL_GEMM = 100**3
 
 
@@ -730,27 +732,28 @@ class LSTMLayer(Function):
 
     def backward(self, grad_out, grad_h, grad_c):
         acts, cells, tanh_cells, out = self.saved
-        projected, weight_hh, h0, c0 = (x.data for x in self.inputs)
+        _, weight_hh, h0, c0 = (x.data for x in self.inputs)
         xp = ops._xp(acts)
         steps, four_hidden, batch = acts.shape
         hidden = four_hidden // 4
         i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))  # each [T, H, B]
-        # The gates' derivatives per unit of gradient, all steps at once: the pre-activation
-        # gradients are then dc * (local_i, local_f, local_g) and dh * local_o, where dc, dh
-        # are the gradients reaching c_t and h_t.
+        # With dh, dc the gradients reaching h_t and c_t (dc including dh o (1 - tanh(c)^2),
+        # through h = o tanh(c)), the pre-activation gradients are
+        #   di = dc g i (1 - i),  df = dc c_prev f (1 - f),  dg = dc i (1 - g^2),  do = dh tanh(c) o (1 - o)
+        # Their factors after dc and dh ("local") do not depend on the gradient: all steps at once.
         local = xp.empty_like(acts)  # [T, 4H, B]
         local_i, local_f, local_g, local_o = (local[:, k * hidden : (k + 1) * hidden] for k in range(4))
         for s, local_s in ((acts[:, : 2 * hidden], local[:, : 2 * hidden]), (o, local_o)):
             xp.subtract(1, s, out=local_s)  # sigmoid' = s (1 - s), for i, f and o
             local_s *= s
-        local_i *= g  # c = f c_prev + i g
+        local_i *= g
         local_f[0] *= c0.T
         local_f[1:] *= cells[:-1]
-        xp.multiply(g, g, out=local_g)  # tanh' = 1 - g^2
+        xp.multiply(g, g, out=local_g)
         xp.subtract(1, local_g, out=local_g)
         local_g *= i
-        local_o *= tanh_cells  # h = o tanh(c)
-        through_h = xp.multiply(tanh_cells, tanh_cells)  # dc gains dh o (1 - tanh(c)^2)
+        local_o *= tanh_cells
+        through_h = xp.multiply(tanh_cells, tanh_cells)  # o (1 - tanh(c)^2)
         xp.subtract(1, through_h, out=through_h)
         through_h *= o
 
