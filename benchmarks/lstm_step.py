@@ -3,9 +3,9 @@
 embedding -> LSTM (default 2 layers, 256 wide) -> linear head, B=16, T=64, vocab 2048,
 float32, the same weights in both; timed alternately in one process (best median of the
 rounds), ratio minilm / torch (below 1.0: minilm is faster). Also a lone LSTM layer's
-forward + backward (the time loop's own cost).
+forward + backward (the time loop's own cost); with --profile, minilm's step time per op kind.
 
-    python benchmarks/lstm_step.py [--layers 2] [--width 256] [--batch 16] [--block 64] [--steps 5]
+    python benchmarks/lstm_step.py [--layers 2] [--width 256] [--batch 16] [--block 64] [--steps 5] [--profile]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from train_step import add_threads_argument, alternate, start_torch
 import minilm as ml
 from minilm import nn, optim
 from minilm.models.lstm import LSTMConfig, LSTMLanguageModel
+from minilm.trace import Trace
 
 
 def lstm_steps(torch, args):
@@ -99,13 +100,19 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round (median taken)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
+    parser.add_argument("--profile", action="store_true", help="also print minilm's step time per op kind")
     add_threads_argument(parser)
     args = parser.parse_args()
     torch = start_torch(args.threads)
 
     print(describe_machine(torch_line(torch)))
+    our_step, their_step = lstm_steps(torch, args)
     compare(f"LSTM LM training step: {args.layers} layers x {args.width}, B={args.batch}, T={args.block}, "
-            f"vocab {args.vocab}, AdamW", *lstm_steps(torch, args), args)
+            f"vocab {args.vocab}, AdamW", our_step, their_step, args)
+    if args.profile:  # ops only: the optimizer's update is no op, so it is not listed
+        with Trace() as trace:
+            our_step()
+        print(trace.summary())
     compare(f"one LSTM layer {args.width} wide, forward + backward, B={args.batch}, T={args.block}",
             *layer_passes(torch, args), args)
 

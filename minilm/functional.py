@@ -797,16 +797,46 @@ def lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple:
     return LSTMCell()(gates, c_prev)
 
 
+# OpenBLAS (NumPy's BLAS) multiplies small matrices, M*N*K <= 100^3, with a kernel that reads
+# the operands where they lie; larger products first copy ("pack") them into blocks. An LSTM
+# step's GEMM is just above that size (W_hh h_{t-1}: [1024, 256] @ [256, 16] at H=256, B=16),
+# and packing the 1 MB weight on every step costs about a quarter of the product, so the time
+# loop multiplies in blocks of rows that stay under the limit (AVX-512 EPYC, one thread: 105 us
+# as one call, 80 us as 5 blocks). The small kernel runs in the calling thread: with 2 BLAS
+# threads one call took 55 us on idle cores, but its thread handoff collapses when other
+# processes share the cores (a whole layer's forward + backward 2x slower at the median).
+_SMALL_GEMM = 100**3
+
+
+def _row_blocks(matrix, out) -> list:
+    """matrix [M, K] @ (some [K, N]) -> out [M, N] as (matrix rows, out rows) pairs of blocks that
+    each stay a small GEMM for OpenBLAS (one pair on the GPU, or when even one row is too big)."""
+    rows, inner = matrix.shape
+    per_block = _SMALL_GEMM // (inner * out.shape[1])
+    if not isinstance(matrix, np.ndarray) or per_block < 1:
+        return [(matrix, out)]
+    size = -(-rows // -(-rows // per_block))  # equal blocks: ceil(rows / number of blocks)
+    return [(matrix[start : start + size], out[start : start + size]) for start in range(0, rows, size)]
+
+
 class LSTMLayer(Function):
     """A whole LSTM layer over time as one node (gates i, f, g, o in PyTorch's order):
 
         (projected [T, B, 4H] = W_ih x_t + b_ih + b_hh for every t, weight_hh [4H, H],
          h0 [B, H], c0 [B, H]) -> (out [T, B, H] = h_1..h_T, h_T [B, H], c_T [B, H])
 
-    Forward runs the time loop on arrays: each step is one GEMM h_{t-1} W_hh^T written
-    straight into the step's row of one [T, B, 4H] buffer, then the gate arithmetic of
-    `LSTMCell` in place. Backward through time walks the steps in reverse with buffers made
-    once, and W_hh's gradient is one GEMM over all steps at the end, sum_t dgates_t^T h_{t-1}.
+    The time loop runs on arrays in buffers made once, each step feature-major: gates
+    [4H, B], h and c [H, B] (the projection is transposed once on the way in, the outputs
+    once on the way out). Two reasons: a step's GEMM is then W_hh [4H, H] @ h_{t-1} [H, B],
+    which OpenBLAS runs about twice as fast as the same product laid out [B, H] @ [H, 4H]
+    (B is small: this is a skinny GEMM); and each gate is a contiguous block of rows, so
+    one call covers several gates.
+
+    Per step, forward is one GEMM and the gate arithmetic of `LSTMCell` in place. Backward
+    through time first computes, for all steps at once, the gate derivatives that do not
+    depend on the gradient flowing back (i (1 - i) g, ...); the reverse loop then only
+    scales them by dc_t or dh_t and runs one GEMM, W_hh^T dgates_t. W_hh's gradient is one
+    GEMM over all steps at the end, sum_t dgates_t h_{t-1}^T.
     """
 
     autocast_policy = "low"
@@ -815,75 +845,90 @@ class LSTMLayer(Function):
         xp = ops._xp(projected)
         steps, batch, four_hidden = projected.shape
         hidden = four_hidden // 4
-        acts = xp.empty(projected.shape, dtype=xp.result_type(projected, weight_hh, h0))  # [T, B, 4H]
-        cells = xp.empty((steps, batch, hidden), dtype=xp.result_type(acts, c0))  # c_1..c_T
+        dtype = xp.result_type(projected, weight_hh, h0)
+        # sigmoid(x) = (1 + tanh(x / 2)) / 2, the formula of ops.sigmoid (no overflow). With the
+        # rows of i, f, o halved in the projection and in W_hh (exact: a power of two), one
+        # tanh per step covers all four gates.
+        acts = xp.empty((steps, four_hidden, batch), dtype=dtype)  # pre-activations, then activations
+        acts[...] = projected.transpose(0, 2, 1)  # [T, B, 4H] -> [T, 4H, B]
+        weight = weight_hh.astype(dtype)  # [4H, H], a copy
+        for rows in (slice(0, 2 * hidden), slice(3 * hidden, four_hidden)):  # i, f and o
+            acts[:, rows] *= 0.5
+            weight[rows] *= 0.5
+        cells = xp.empty((steps, hidden, batch), dtype=xp.result_type(acts, c0))  # c_1..c_T
         tanh_cells = xp.empty_like(cells)
-        out = xp.empty_like(cells)  # h_1..h_T
-        g_block = slice(2 * hidden, 3 * hidden)
-        weight_t = weight_hh.T  # [H, 4H]
-        h, c = h0, c0
+        hs = xp.empty((steps, hidden, batch), dtype=dtype)  # h_1..h_T
+        recurrent = xp.empty((four_hidden, batch), dtype=dtype)  # W_hh h_{t-1}
+        input_part = xp.empty((hidden, batch), dtype=cells.dtype)  # i * g
+        blocks = _row_blocks(weight, recurrent)
+        h, c = h0.T, c0.T  # [B, H] -> [H, B]
         for t in range(steps):
-            gates = acts[t]  # [B, 4H]
-            xp.matmul(h, weight_t, out=gates)
-            gates += projected[t]
-            g = xp.tanh(gates[:, g_block])
-            # sigmoid(x) = 0.5 (1 + tanh(x / 2)): no overflow, the same formula as ops.sigmoid.
-            gates *= 0.5
+            gates = acts[t]  # [4H, B]
+            for weight_rows, recurrent_rows in blocks:
+                xp.matmul(weight_rows, h, out=recurrent_rows)  # [4H, H] @ [H, B]
+            gates += recurrent
             xp.tanh(gates, out=gates)
-            gates += 1
-            gates *= 0.5
-            gates[:, g_block] = g
-            i, f, o = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 3 * hidden :]
-            c = xp.multiply(f, c, out=cells[t])
-            c += i * g
+            for rows in (gates[: 2 * hidden], gates[3 * hidden :]):  # i, f and o: (1 + tanh) / 2
+                rows += 1
+                rows *= 0.5
+            i, f, g, o = (gates[k * hidden : (k + 1) * hidden] for k in range(4))
+            c = xp.multiply(f, c, out=cells[t])  # c = f * c_prev + i * g
+            c += xp.multiply(i, g, out=input_part)
             xp.tanh(c, out=tanh_cells[t])
-            h = xp.multiply(o, tanh_cells[t], out=out[t])
+            h = xp.multiply(o, tanh_cells[t], out=hs[t])  # h = o * tanh(c)
+        out = xp.ascontiguousarray(hs.transpose(0, 2, 1))  # [T, H, B] -> [T, B, H]
         self.saved = (acts, cells, tanh_cells, out)
-        return out, out[-1].copy(), cells[-1].copy()
+        return out, out[-1].copy(), xp.ascontiguousarray(cells[-1].T)
 
     def backward(self, grad_out, grad_h, grad_c):
         acts, cells, tanh_cells, out = self.saved
-        projected, weight_hh, h0, c0 = (x.data for x in self.inputs)
+        _, weight_hh, h0, c0 = (x.data for x in self.inputs)
         xp = ops._xp(acts)
-        steps, batch, four_hidden = acts.shape
+        steps, four_hidden, batch = acts.shape
         hidden = four_hidden // 4
-        grad_gates = xp.empty_like(acts)  # [T, B, 4H]
-        dh = grad_h.astype(acts.dtype)  # copies: updated in place below
-        dc = grad_c.astype(cells.dtype)
-        scratch = xp.empty((batch, hidden), dtype=acts.dtype)
+        i, f, g, o = (acts[:, k * hidden : (k + 1) * hidden] for k in range(4))  # each [T, H, B]
+        # With dh, dc the gradients reaching h_t and c_t (dc including dh o (1 - tanh(c)^2),
+        # through h = o tanh(c)), the pre-activation gradients are
+        #   di = dc g i (1 - i),  df = dc c_prev f (1 - f),  dg = dc i (1 - g^2),  do = dh tanh(c) o (1 - o)
+        # Their factors after dc and dh ("local") do not depend on the gradient: all steps at once.
+        local = xp.empty_like(acts)  # [T, 4H, B]
+        local_i, local_f, local_g, local_o = (local[:, k * hidden : (k + 1) * hidden] for k in range(4))
+        for s, local_s in ((acts[:, : 2 * hidden], local[:, : 2 * hidden]), (o, local_o)):
+            xp.subtract(1, s, out=local_s)  # sigmoid' = s (1 - s), for i, f and o
+            local_s *= s
+        local_i *= g
+        local_f[0] *= c0.T
+        local_f[1:] *= cells[:-1]
+        xp.multiply(g, g, out=local_g)
+        xp.subtract(1, local_g, out=local_g)
+        local_g *= i
+        local_o *= tanh_cells
+        through_h = xp.multiply(tanh_cells, tanh_cells)  # o (1 - tanh(c)^2)
+        xp.subtract(1, through_h, out=through_h)
+        through_h *= o
+
+        grad_gates = xp.empty_like(acts)  # [T, 4H, B]
+        grad_steps = xp.ascontiguousarray(grad_out.transpose(0, 2, 1))  # [T, B, H] -> [T, H, B]
+        dh = xp.array(grad_h.T, dtype=acts.dtype, order="C")  # [H, B]; copies: updated in place below
+        dc = xp.array(grad_c.T, dtype=cells.dtype, order="C")
+        scratch = xp.empty((hidden, batch), dtype=cells.dtype)
+        blocks = _row_blocks(weight_hh.T, dh)  # [H, 4H] @ [4H, B]: dgates_t to h_{t-1}
         for t in range(steps - 1, -1, -1):
-            gates, tanh_c = acts[t], tanh_cells[t]
-            i, f, g, o = (gates[:, k * hidden : (k + 1) * hidden] for k in range(4))
-            di, df, dg, do = (grad_gates[t, :, k * hidden : (k + 1) * hidden] for k in range(4))
-            c_prev = cells[t - 1] if t > 0 else c0
-            dh += grad_out[t]
-            # dc_total = dc + dh o (1 - tanh_c^2): through h = o tanh(c), and directly
-            xp.multiply(tanh_c, tanh_c, out=scratch)
-            xp.subtract(1, scratch, out=scratch)
-            scratch *= o
-            scratch *= dh
-            dc += scratch
-            xp.multiply(dh, tanh_c, out=do)  # o: dh tanh_c o (1 - o)
-            do *= o
-            xp.subtract(1, o, out=scratch)
-            do *= scratch
-            xp.multiply(dc, g, out=di)  # i: dc g i (1 - i)
-            di *= i
-            xp.subtract(1, i, out=scratch)
-            di *= scratch
-            xp.multiply(dc, c_prev, out=df)  # f: dc c_prev f (1 - f)
-            df *= f
-            xp.subtract(1, f, out=scratch)
-            df *= scratch
-            xp.multiply(dc, i, out=dg)  # g: dc i (1 - g^2)
-            xp.multiply(g, g, out=scratch)
-            xp.subtract(1, scratch, out=scratch)
-            dg *= scratch
-            dc *= f  # to c_{t-1}
-            dh = grad_gates[t] @ weight_hh  # to h_{t-1}: [B, 4H] @ [4H, H]
-        h_prev = xp.concatenate([h0[None], out[:-1]], axis=0).reshape(-1, hidden)  # h_0..h_{T-1}: [T*B, H]
-        grad_weight = grad_gates.reshape(-1, four_hidden).T @ h_prev  # [4H, T*B] @ [T*B, H]
-        return grad_gates, grad_weight, dh, dc
+            dgates = grad_gates[t]  # [4H, B]
+            dh += grad_steps[t]  # h_t feeds out[t] and step t + 1
+            dc += xp.multiply(dh, through_h[t], out=scratch)  # c_t feeds h_t and c_{t+1}
+            xp.multiply(dc, local[t, : 3 * hidden].reshape(3, hidden, batch),  # i, f, g
+                        out=dgates[: 3 * hidden].reshape(3, hidden, batch))
+            xp.multiply(dh, local_o[t], out=dgates[3 * hidden :])  # o
+            dc *= f[t]  # to c_{t-1}
+            for weight_rows, dh_rows in blocks:  # to h_{t-1}
+                xp.matmul(weight_rows, dgates, out=dh_rows)
+        grad_projected = xp.ascontiguousarray(grad_gates.transpose(0, 2, 1))  # [T, 4H, B] -> [T, B, 4H]
+        grad_weight = None
+        if self.inputs[1].requires_grad:
+            h_prev = xp.concatenate([h0[None], out[:-1]], axis=0).reshape(-1, hidden)  # h_0..h_{T-1}: [T*B, H]
+            grad_weight = grad_projected.reshape(-1, four_hidden).T @ h_prev  # [4H, T*B] @ [T*B, H]
+        return grad_projected, grad_weight, xp.ascontiguousarray(dh.T), xp.ascontiguousarray(dc.T)
 
     def composite(self, projected, weight_hh, h0, c0):
         weight_t = ops.swapaxes(weight_hh, 0, 1)

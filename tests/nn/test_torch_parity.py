@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import minilm as ml
+import minilm.functional as F
 from minilm import nn
 
 from ..helpers import oracle
@@ -184,6 +185,24 @@ def test_lstm(dtype, num_layers, batch_first, bias):
         return [out, h_n, c_n]
 
     compare(ours, theirs, [x, h0, c0], dtype, forward, torch_forward)
+
+
+@DTYPES
+@pytest.mark.parametrize("small_gemm", [70, 10])
+def test_lstm_with_the_step_gemm_in_row_blocks(monkeypatch, dtype, small_gemm):
+    """The time loop splits each step's GEMM into row blocks under OpenBLAS's small-matrix
+    size; at these tiny sizes only a lowered limit exercises it (uneven blocks, one-row
+    blocks, and the backward's [H, 4H] @ [4H, B] too big for any block at limit 10)."""
+    monkeypatch.setattr(F, "_SMALL_GEMM", small_gemm)
+    assert len(F._row_blocks(np.zeros((20, 5)), np.zeros((20, 2)))) == (3 if small_gemm == 70 else 20)
+    ours, theirs = nn.LSTM(3, 5, num_layers=2), tnn.LSTM(3, 5, num_layers=2)
+
+    def forward(module, x, h, c):
+        out, (h_n, c_n) = module(x, (h, c))
+        return [out, h_n, c_n]
+
+    compare(ours, theirs, [rand(4, 2, 3), rand(2, 2, 5, seed=1) * 0.5, rand(2, 2, 5, seed=2) * 0.5], dtype,
+            lambda *xs: forward(ours, *xs), lambda *xs: forward(theirs, *xs))
 
 
 def test_lstm_zero_initial_state_matches_torch_default():
