@@ -50,7 +50,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run_option("--batch-size", type=int, default=16, help="sequences per micro-batch (default 16)")
     run_option("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
     run_option("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    run_option("--warmup", type=int, default=50, help="warmup steps (default 50)")
+    run_option("--warmup", type=int, default=None,
+               help="warmup steps (default: a sixth of --steps, 100 at the default 600)")
     run_option("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
     run_option("--eval-interval", type=int, default=100, help="steps between evaluations (default 100)")
     run_option("--checkpoint-interval", type=int, default=200, help="steps between checkpoints (default 200)")
