@@ -215,9 +215,7 @@ def compare_steps(ours, theirs, flops: float, steps: int, rounds: int, profile: 
             ours()
         profiler.disable()
         out = io.StringIO()
-        stats = pstats.Stats(profiler, stream=out).sort_stats("tottime")
-        stats.print_stats(18)
-        stats.print_callers("ascontiguousarray|reduce|acquire")
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
         print(out.getvalue())
 
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from . import backend as _backend
-from . import ops, parallel
+from . import ops
 from .autograd import Function, Tensor, data_of
 from .ops import register, relu, sigmoid, tanh  # noqa: F401 - re-exported as F.relu etc.
 
@@ -65,14 +65,6 @@ class LogSoftmax(Function):
         return _log_softmax_composite(x, self.axis)
 
 
-def _softmax_in_place(x) -> None:
-    """x [..., S] <- softmax(x) over the last axis, in x's own buffer."""
-    xp = ops._xp(x)
-    x -= x.max(axis=-1, keepdims=True)  # shift for stability; result unchanged
-    xp.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-
-
 def _stable_shift(x: Tensor, axis: int) -> Tensor:
     """max(x) along `axis`, as a constant: (log-)softmax does not change when x is shifted,
     so the shift needs no gradient."""
@@ -108,88 +100,52 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _gelu_tanh_forward_into(x, t, y) -> None:
-    """t <- tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), and y <- 0.5 x (1 + t), in place:
-    on the [B, T, 4C] MLP activations every temporary would be a full extra pass over memory."""
+def _gelu_tanh_backward_in_place(x, t, gy):
+    """gy * d/dx [0.5 x (1 + t)], t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), in one
+    buffer: on the [B, T, 4C] MLP activations every temporary is a full extra pass over memory."""
     xp = ops._xp(x)
-    xp.multiply(x, x, out=t)
-    t *= x
-    t *= _TANH_CUBIC
-    t += x
-    t *= _SQRT_2_OVER_PI
-    xp.tanh(t, out=t)
-    xp.add(t, 1, out=y)
-    y *= x
-    y *= 0.5
-
-
-def _gelu_tanh_backward_into(x, t, gy, out) -> None:
-    """out <- gy * d/dx [0.5 x (1 + t)] = gy * (0.5 (1 + t) + 0.5 x (1 - t^2) du/dx)."""
-    xp = ops._xp(x)
-    xp.multiply(x, x, out=out)
+    out = xp.multiply(x, x, out=xp.empty_like(x))
     out *= 3 * _TANH_CUBIC
     out += 1
     out *= _SQRT_2_OVER_PI  # du/dx
     out *= x
-    square = xp.multiply(t, t)
+    square = xp.multiply(t, t, out=xp.empty_like(t))
     xp.subtract(1, square, out=square)
     out *= square  # x (1 - t^2) du/dx
     out += t
     out += 1
-    out *= 0.5
+    out *= 0.5  # 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
     out *= gy
+    return out
 
 
 class GELU(Function):
-    """Both forms run elementwise in cache-sized pieces shared among the cores
-    (`parallel.in_pieces`): the same code on every piece, so any thread count gives the same bits."""
-
     def __init__(self, approximate: str):
         self.approximate = approximate
 
     def forward(self, x):
         xp = ops._xp(x)
-        x = xp.asarray(x, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
-        y = xp.empty_like(x)
-        saved = xp.empty_like(x)  # tanh(u) for the tanh form, Phi(x) for the exact one
-        flat_x, flat_y, flat_saved = x.reshape(-1), y.reshape(-1), saved.reshape(-1)
-        erf = _backend.device_of(x).erf
-
-        def piece(start, stop):
-            x_, y_, saved_ = flat_x[start:stop], flat_y[start:stop], flat_saved[start:stop]
-            if self.approximate == "tanh":
-                _gelu_tanh_forward_into(x_, saved_, y_)
-            else:
-                saved_[...] = erf(x_ * _INV_SQRT_2)
-                saved_ += 1
-                saved_ *= 0.5  # Phi(x), the standard normal CDF
-                xp.multiply(saved_, x_, out=y_)
-
-        parallel.in_pieces(flat_x, piece)
-        self.saved = saved
+        if self.approximate == "tanh":
+            inner = x * x
+            inner *= _TANH_CUBIC * x
+            inner += x
+            inner *= _SQRT_2_OVER_PI
+            self.t = xp.tanh(inner)  # tanh(sqrt(2/pi) (x + 0.044715 x^3))
+            y = self.t + 1
+            y *= x
+            y *= 0.5
+        else:
+            self.cdf = _backend.device_of(x).erf(x * _INV_SQRT_2)
+            self.cdf += 1
+            self.cdf *= 0.5  # Phi(x), the standard normal CDF
+            y = self.cdf * x
         return y
 
     def backward(self, gy):
-        xp = ops._xp(gy)
-        x, gy = xp.asarray(self.inputs[0].data, order="C"), xp.asarray(gy, order="C")
-        gx = xp.empty_like(x)
-        flat_x, flat_gy, flat_gx, flat_saved = x.reshape(-1), gy.reshape(-1), gx.reshape(-1), self.saved.reshape(-1)
-
-        def piece(start, stop):
-            x_, gy_, gx_, saved_ = flat_x[start:stop], flat_gy[start:stop], flat_gx[start:stop], flat_saved[start:stop]
-            if self.approximate == "tanh":
-                _gelu_tanh_backward_into(x_, saved_, gy_, gx_)
-            else:  # Phi(x) + x phi(x)
-                xp.multiply(x_, x_, out=gx_)
-                gx_ *= -0.5
-                xp.exp(gx_, out=gx_)
-                gx_ *= x_
-                gx_ *= _INV_SQRT_2PI
-                gx_ += saved_
-                gx_ *= gy_
-
-        parallel.in_pieces(flat_x, piece)
-        return gx
+        x = self.inputs[0].data
+        if self.approximate == "tanh":
+            return _gelu_tanh_backward_in_place(x, self.t, gy)
+        return gy * (self.cdf + x * ops._xp(x).exp(-0.5 * x * x) * _INV_SQRT_2PI)  # Phi(x) + x phi(x)
 
     def composite(self, x):
         if self.approximate == "tanh":
@@ -222,64 +178,27 @@ class LayerNorm(Function):
 
     def forward(self, x, *affine):
         xp = ops._xp(x)
-        width = x.shape[-1]
-        x = xp.ascontiguousarray(x)
-        self.x_hat = xp.empty_like(x)  # [..., C]
-        self.inv_std = xp.empty(x.shape[:-1] + (1,), dtype=x.dtype)  # [..., 1]
-        y = xp.empty_like(x) if affine else self.x_hat
-        arrays = (x, self.x_hat, self.inv_std, y)
-        rows_x, rows_x_hat, rows_inv_std, rows_y = (a.reshape(-1, a.shape[-1]) for a in arrays)  # [N, C or 1]
-
-        def rows(start, stop):  # rows start:stop of the [N, C] views
-            x_, x_hat, inv_std = rows_x[start:stop], rows_x_hat[start:stop], rows_inv_std[start:stop]
-            xp.subtract(x_, x_.sum(axis=-1, keepdims=True) * (1.0 / width), out=x_hat)  # centered
-            variance = xp.square(x_hat).sum(axis=-1, keepdims=True) * (1.0 / width)
-            variance += self.eps
-            xp.sqrt(variance, out=variance)
-            xp.divide(1.0, variance, out=inv_std)
-            x_hat *= inv_std
-            if affine:
-                y_ = rows_y[start:stop]
-                if self.has_weight:
-                    xp.multiply(x_hat, affine[0], out=y_)
-                else:
-                    y_[...] = x_hat
-                if self.has_bias:
-                    y_ += affine[-1]
-
-        parallel.in_pieces(x, rows, row=width)
+        inv_n = 1.0 / x.shape[-1]
+        centered = x - x.sum(axis=-1, keepdims=True) * inv_n  # [..., C]
+        variance = (centered * centered).sum(axis=-1, keepdims=True) * inv_n  # [..., 1]
+        self.inv_std = 1.0 / xp.sqrt(variance + self.eps)  # [..., 1]
+        centered *= self.inv_std
+        self.x_hat = centered  # [..., C]
+        if not affine:
+            return centered
+        y = centered * affine[0] if self.has_weight else centered.copy()
+        if self.has_bias:
+            y += affine[-1]
         return y
 
     def backward(self, gy):
-        x, x_hat, width = self.inputs[0], self.x_hat, self.x_hat.shape[-1]
-        xp = ops._xp(x_hat)
-        gy = xp.ascontiguousarray(gy)
-        weight = self.inputs[1].data if self.has_weight else None
-        want_x = x.requires_grad
-        want_weight = self.has_weight and self.inputs[1].requires_grad
-        gx = xp.empty_like(x_hat) if want_x else None
-        g_weight = xp.empty_like(x_hat) if want_weight else None
-        views = [None if a is None else a.reshape(-1, width) for a in (gy, x_hat, gx, g_weight)]
-        rows_inv_std = self.inv_std.reshape(-1, 1)
-
-        def rows(start, stop):
-            gy_, x_hat_, gx_, g_weight_ = (None if a is None else a[start:stop] for a in views)
-            if g_weight_ is not None:  # [..., C]: the engine sums it down to the weight's [C]
-                xp.multiply(gy_, x_hat_, out=g_weight_)
-            if gx_ is None:
-                return
-            g = gy_ * weight if weight is not None else gy_.copy()  # d loss / d x_hat
-            mean_g = g.sum(axis=-1, keepdims=True) * (1.0 / width)
-            mean_g_x_hat = (g * x_hat_).sum(axis=-1, keepdims=True) * (1.0 / width)
-            g -= mean_g  # dx = (1/std) * (g - mean(g) - x_hat * mean(g * x_hat))
-            xp.multiply(x_hat_, mean_g_x_hat, out=gx_)
-            xp.subtract(g, gx_, out=gx_)
-            gx_ *= rows_inv_std[start:stop]
-
-        parallel.in_pieces(x_hat, rows, row=width)
-        grads = [gx]
-        if self.has_weight:
-            grads.append(g_weight)
+        x, x_hat, inv_n = self.inputs[0], self.x_hat, 1.0 / self.x_hat.shape[-1]
+        g = gy * self.inputs[1].data if self.has_weight else gy  # d loss / d x_hat
+        mean_g = g.sum(axis=-1, keepdims=True) * inv_n
+        mean_g_x_hat = (g * x_hat).sum(axis=-1, keepdims=True) * inv_n
+        grads = [self.inv_std * (g - mean_g - x_hat * mean_g_x_hat) if x.requires_grad else None]
+        if self.has_weight:  # [..., C]: the engine sums it down to the weight's [C]
+            grads.append(gy * x_hat if self.inputs[1].requires_grad else None)
         if self.has_bias:
             grads.append(gy if self.inputs[-1].requires_grad else None)
         return tuple(grads)
@@ -318,14 +237,7 @@ class CrossEntropy(Function):
     def forward(self, logits):
         xp = ops._xp(logits)
         n, classes = logits.shape
-        log_probs = xp.empty(logits.shape, dtype=logits.dtype)  # [N, C]
-
-        def rows(start, stop):  # log-softmax of rows start:stop, shared among the cores
-            shifted = log_probs[start:stop]
-            xp.subtract(logits[start:stop], logits[start:stop].max(axis=-1, keepdims=True), out=shifted)
-            shifted -= xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
-
-        parallel.in_pieces(log_probs, rows, row=classes)
+        log_probs = LogSoftmax(-1).forward(logits)  # [N, C]
         self.valid = self.targets != self.ignore_index  # [N]
         safe_targets = xp.where(self.valid, self.targets, 0)
         picked = log_probs[xp.arange(n), safe_targets]  # [N]
@@ -355,18 +267,11 @@ class CrossEntropy(Function):
         scale = gy.reshape(n, 1) if self.reduction == "none" else gy
         # d loss / d logits = (softmax - target distribution) * per-row weight, where the
         # target distribution is (1 - smoothing) on the target plus smoothing / C everywhere
-        grad = xp.empty_like(self.log_probs)
-        row_scale = self._row_weights(grad.dtype)[:, None] * scale  # [N, 1]
-
-        def rows(start, stop):
-            grad_ = grad[start:stop]
-            xp.exp(self.log_probs[start:stop], out=grad_)  # softmax
-            if smoothing:
-                grad_ -= smoothing / classes
-            grad_[xp.arange(stop - start), self.safe_targets[start:stop]] -= 1 - smoothing
-            grad_ *= row_scale[start:stop]
-
-        parallel.in_pieces(grad, rows, row=classes)
+        grad = xp.exp(self.log_probs)  # softmax, in a fresh buffer edited in place below
+        if smoothing:
+            grad -= smoothing / classes
+        grad[xp.arange(n), self.safe_targets] -= 1 - smoothing
+        grad *= self._row_weights(grad.dtype)[:, None] * scale
         return grad
 
     def composite(self, logits):
@@ -514,9 +419,6 @@ class SplitHeads(Function):
 
     def forward(self, x):
         split = x.reshape(self._split_shape(x.shape)).transpose(2, 0, 3, 1, 4)  # [B, T, P, H, D] -> [P, B, H, T, D]
-        # One copy into head-major order here spares attention a copy of each of q, k and v
-        # before its batched GEMMs, in forward and again in backward (see ops._gemm_ready).
-        split = ops._xp(x).ascontiguousarray(split)
         return tuple(split[i] for i in range(self.parts))
 
     def backward(self, *grads):
@@ -541,8 +443,7 @@ class MergeHeads(Function):
 
     def backward(self, gy):
         batch, heads, length, head_dim = self.inputs[0].shape
-        # head-major and contiguous, as attention's backward GEMMs want it (see SplitHeads)
-        return ops._xp(gy).ascontiguousarray(gy.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3))
+        return gy.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3)
 
     def composite(self, x):
         batch, heads, length, head_dim = x.shape
@@ -584,75 +485,34 @@ class Attention(Function):
 
     def forward(self, q, k, v):
         xp = ops._xp(q)
-        scores_shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
-        out_shape = np.broadcast_shapes(scores_shape[:-2], v.shape[:-2]) + (q.shape[-2], v.shape[-1])
-        self.probabilities = xp.empty(scores_shape, dtype=scores_dtype(q.dtype))  # [..., L, S]
-        weights = self.probabilities if self.keep is None else xp.empty(scores_shape, dtype=q.dtype)
-        out = xp.empty(out_shape, dtype=v.dtype)  # [..., L, Ev]
-
-        def rows(at: slice):  # the batch rows `at`, written into the results' slices
-            probabilities = self.probabilities[at]
-            _matmul_into(q[at], k[at].swapaxes(-1, -2), probabilities)  # [..., L, E] @ [..., E, S]
-            probabilities *= self.scale
-            if self.mask is not None:
-                mask = self.mask[at] if self._mask_has_batch else self.mask
-                if mask.dtype == bool:
-                    ops._xp(mask).copyto(probabilities, -np.inf, where=~mask)
-                else:
-                    probabilities += mask
-            _softmax_in_place(probabilities)  # [..., L, S]
-            if self.keep is not None:
-                ops._xp(probabilities).multiply(probabilities, self.keep[at], out=weights[at])
-            _matmul_into(_in_dtype(weights[at], v.dtype), v[at], out[at])  # [..., L, S] @ [..., S, Ev]
-
-        self._over_batch(q, k, v, rows)
+        scores = ops.MatMul().forward(q, k.swapaxes(-1, -2))  # [..., L, E] @ [..., E, S] -> [..., L, S]
+        scores = _in_dtype(scores, scores_dtype(scores.dtype))
+        scores *= self.scale
+        if self.mask is not None:
+            if self.mask.dtype == bool:
+                scores = xp.where(self.mask, scores, -np.inf)
+            else:
+                scores += self.mask
+        probabilities = Softmax(-1).forward(scores)  # [..., L, S]
+        self.probabilities = probabilities
+        weights = probabilities if self.keep is None else probabilities * self.keep
+        out = ops.MatMul().forward(_in_dtype(weights, v.dtype), v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
         return (out, weights) if self.return_weights else out
 
     def backward(self, gy, g_weights=None):
         q, k, v = (t.data for t in self.inputs)
-        xp = ops._xp(q)
-        gq, gk, gv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
-        if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):  # broadcast batch dims
-            gq, gk, gv = (xp.empty(gy.shape[:-2] + t.shape[-2:], dtype=t.dtype) for t in (q, k, v))
-
-        def rows(at: slice):
-            probabilities = self.probabilities[at]
-            keep = None if self.keep is None else self.keep[at]
-            weights = probabilities if keep is None else probabilities * keep
-            g_scores = ops.MatMul().forward(gy[at], v[at].swapaxes(-1, -2))  # [..., L, Ev] @ [..., Ev, S]
-            g_scores = _in_dtype(g_scores, probabilities.dtype)  # d weights
-            if g_weights is not None:
-                g_scores += g_weights[at]
-            if keep is not None:
-                g_scores *= keep  # d probabilities
-            # d scores = P * (dP - sum(dP * P)) * scale, in the one buffer
-            g_scores -= (g_scores * probabilities).sum(axis=-1, keepdims=True)
-            g_scores *= probabilities
-            g_scores *= self.scale
-            g_scores = _in_dtype(g_scores, q.dtype)  # float32 -> float16 under mixed precision
-            _matmul_into(g_scores, k[at], gq[at])  # [..., L, S] @ [..., S, E]
-            _matmul_into(g_scores.swapaxes(-1, -2), q[at], gk[at])  # [..., S, L] @ [..., L, E]
-            _matmul_into(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy[at], gv[at])  # [..., S, Ev]
-
-        self._over_batch(q, k, v, rows)
-        return gq, gk, gv  # broadcast batch dims: the engine sums each down to its input's shape
-
-    # Each thread runs the whole computation (GEMMs, mask, softmax) on its own batch rows
-    # (`parallel.split_evenly`). Below this many score elements, or for one sequence, it
-    # runs in one piece: a decoding step is too small to share.
-    _SPLIT_AT = 1 << 17
-
-    def _over_batch(self, q, k, v, rows) -> None:
-        batch = q.shape[0] if q.ndim >= 3 else 1
-        same_batch = q.ndim == k.ndim == v.ndim >= 3 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
-        self._mask_has_batch = (self.mask is not None and self.mask.ndim == q.ndim
-                                and self.mask.shape[0] == batch > 1)
-        if (same_batch and batch > 1 and isinstance(q, np.ndarray)
-                and self.probabilities.size >= self._SPLIT_AT):
-            parallel.split_evenly(batch, lambda start, stop: rows(slice(start, stop)))
-        else:
-            rows(slice(None))
-
+        probabilities, keep = self.probabilities, self.keep
+        weights = probabilities if keep is None else probabilities * keep
+        g_dropped = ops._matmul(gy, v.swapaxes(-1, -2))  # [..., L, Ev] @ [..., Ev, S] -> [..., L, S]
+        if g_weights is not None:
+            g_dropped = g_dropped + g_weights
+        g_probabilities = g_dropped if keep is None else g_dropped * keep
+        g_scores = probabilities * (g_probabilities - (g_probabilities * probabilities).sum(axis=-1, keepdims=True))
+        g_scores = _in_dtype(g_scores * self.scale, q.dtype)  # float32 -> float16 under mixed precision
+        gq = ops._matmul(g_scores, k)  # [..., L, S] @ [..., S, E]
+        gk = ops._matmul(g_scores.swapaxes(-1, -2), q)  # [..., S, L] @ [..., L, E]
+        gv = ops._matmul(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy)  # [..., S, L] @ [..., L, Ev]
+        return gq, gk, gv
 
     def composite(self, q, k, v):
         scores = ops.matmul(q, ops.swapaxes(k, -1, -2))  # [..., L, S]
@@ -664,16 +524,6 @@ class Attention(Function):
         out = ops.matmul(ops.astype(weights, v.dtype), v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
         return (out, weights) if self.return_weights else out
 
-
-def _matmul_into(a, b, out) -> None:
-    """out[...] = a @ b (batched), by GEMMs on operands with GEMM-ready strides; the product
-    goes straight into `out` when the dtypes agree, else it is cast into it."""
-    xp = ops._xp(a)
-    a, b = ops._gemm_ready(a), ops._gemm_ready(b)
-    if out.dtype == xp.result_type(a, b):
-        xp.matmul(a, b, out=out)
-    else:
-        out[...] = xp.matmul(a, b)
 
 def scores_dtype(dtype):
     """The dtype attention scores and their softmax are computed in: float32 for float16
