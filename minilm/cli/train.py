@@ -35,7 +35,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                help="UTF-8 text files (default: the Python docs built into CPython)")
     run_option("--model", choices=MODEL_KINDS, default="gpt",
                help="gpt (causal LM), bert (masked LM), lstm (causal LM), transformer (encoder-decoder on "
-                    "source/target pairs: --data pairs.tsv, default the built-in code summarization)")
+                    "source/target pairs: --data pairs.tsv, default the built-in code summarization, whose "
+                    "defaults are its own recipe: 2 layers, block 48, dropout 0.2, 2000 steps of 32)")
     run_option("--tokenizer", choices=("bpe", "char"), default="bpe",
                help="byte-level BPE or characters (default bpe)")
     run_option("--vocab-size", type=int, default=1024, help="BPE vocabulary size (default 1024)")
@@ -70,14 +71,23 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--samples", type=int, default=3, help="generated samples to print at the end (default 3)")
     p.add_argument("--sample-tokens", type=int, default=60, help="tokens per sample (default 60)")
-    p.add_argument("--max-target-length", type=int, default=48,
-                   help="transformer: target tokens kept and generated (default 48); --block-size bounds the source")
+    run_option("--max-target-length", type=int, default=48,
+               help="transformer: target tokens kept and generated (default 48); --block-size bounds the source")
     p.add_argument("--label-smoothing", type=float, default=0.1, help="transformer: label smoothing (default 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 # dest -> default of the options that a run's config.json fixes (filled by add_train_arguments).
 RUN_DEFAULTS: dict = {}
+
+# The defaults of `minilm train --model transformer` on the built-in code summarization (no
+# --data), where the language-model defaults above would overfit 3,500 pairs. A recipe sweep
+# (README, "Translation and summarization") found a small model with more dropout, a short
+# source window (the signature and first lines say most) and 2,000 steps of batch 32 best:
+# it beats the lead baseline on validation BLEU and ROUGE-L. Options given still win.
+SUMMARIZATION_RECIPE = {"vocab_size": 1500, "layers": 2, "width": 128, "heads": 4, "block_size": 48,
+                        "max_target_length": 24, "dropout": 0.2, "steps": 2000, "batch_size": 32, "lr": 2e-3,
+                        "warmup": 500}
 # Options a resumed run may change: --steps extends (or shortens) it.
 RESUME_MAY_CHANGE = ("steps",)
 
@@ -94,7 +104,8 @@ def resolve_run_options(args) -> None:
                 "only --steps may change (start a new run with --name for other settings)"
             )
         return
-    for name, default in RUN_DEFAULTS.items():
+    recipe = SUMMARIZATION_RECIPE if args.model == "transformer" and not args.data else {}
+    for name, default in (RUN_DEFAULTS | recipe).items():
         if getattr(args, name) is None:
             setattr(args, name, default)
 
