@@ -56,6 +56,14 @@ class Device:
         """The error function, elementwise, in x's dtype."""
         return special.erf(x)  # NumPy has none: a vectorised piecewise polynomial
 
+    def normal_cdf(self, x, times_x: bool = False):
+        """Phi(x) = (1 + erf(x / sqrt 2)) / 2 elementwise; with times_x, (Phi(x), x Phi(x))."""
+        return special.normal_cdf(x, times_x=times_x)  # float32: one branch-free formula
+
+    def gelu_grad(self, x, cdf, gy):
+        """gy * (Phi(x) + x phi(x)): the exact GELU's input gradient, given Phi(x)."""
+        return special.gelu_grad(x, cdf, gy)
+
     def synchronize(self) -> None:
         """Wait until queued work is done (a no-op on the CPU)."""
 
@@ -117,6 +125,15 @@ class CUDADevice(Device):
         import cupyx.scipy.special
 
         return cupyx.scipy.special.erf(x)
+
+    def normal_cdf(self, x, times_x: bool = False):
+        cdf = self.erf(x * special._INV_SQRT_2)
+        cdf += 1
+        cdf *= 0.5
+        return (cdf, cdf * x) if times_x else cdf
+
+    def gelu_grad(self, x, cdf, gy):
+        return gy * (cdf + x * self.xp.exp(-0.5 * x * x) * special._INV_SQRT_2PI)
 
     def seed(self, seed: int) -> None:
         self.xp.random.seed(seed)

@@ -135,17 +135,15 @@ class GELU(Function):
             y *= x
             y *= 0.5
         else:
-            self.cdf = _backend.device_of(x).erf(x * _INV_SQRT_2)
-            self.cdf += 1
-            self.cdf *= 0.5  # Phi(x), the standard normal CDF
-            y = self.cdf * x
+            # Phi(x), the standard normal CDF, and y = x Phi(x) in one pass (see minilm.special)
+            self.cdf, y = _backend.device_of(x).normal_cdf(x, times_x=True)
         return y
 
     def backward(self, gy):
         x = self.inputs[0].data
         if self.approximate == "tanh":
             return _gelu_tanh_backward_in_place(x, self.t, gy)
-        return gy * (self.cdf + x * ops._xp(x).exp(-0.5 * x * x) * _INV_SQRT_2PI)  # Phi(x) + x phi(x)
+        return _backend.device_of(x).gelu_grad(x, self.cdf, gy)  # gy (Phi(x) + x phi(x))
 
     def composite(self, x):
         if self.approximate == "tanh":

@@ -278,7 +278,7 @@ class NormalCDF(Function):
     """Phi(x) = 0.5 (1 + erf(x / sqrt 2)), the standard normal CDF (the exact GELU's composite)."""
 
     def forward(self, x):
-        return 0.5 * (1 + _backend.device_of(x).erf(x * _INV_SQRT_2))
+        return _backend.device_of(x).normal_cdf(x)
 
     def backward(self, gy):
         x = self.value(self.inputs[0])

@@ -15,10 +15,16 @@ tables: one for float64 (largest relative error against glibc's erf ~1.4 ulp, 3e
 shorter one for float32/float16 (fitted to ~1.5e-8, evaluated in float64 and rounded:
 errors below half a float32 epsilon). Work is done in chunks that stay in the CPU caches,
 spread over the cores (minilm.parallel). ~100x faster than math.erf per element.
+
+The exact GELU does not call erf in float32: it needs Phi(x) = (1 + erf(x / sqrt 2)) / 2, the
+standard normal CDF, and `normal_cdf` computes that with one branch-free formula in float32
+arithmetic (see its section below): 4x fewer instructions than erf's float64 pieces, and
+accurate in the left tail, where 1 + erf cancels.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -139,6 +145,120 @@ def erf(x) -> np.ndarray:
     in_parallel(flat_x.size, lambda start, stop: _erf_chunk(flat_x[start:stop], flat_out[start:stop], table),
                 chunk=_CHUNK)
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# The standard normal CDF in float32 (the exact GELU's hot path)
+# ---------------------------------------------------------------------------------------
+# Phi(x) = erfc(z) / 2 with z = -x / sqrt 2. For z >= 0 write t = 1 / (1 + z / 2), in (0, 1]:
+#
+#     erfc(z) = t exp(-z^2 + R(t)),    R(t) = log(erfc(z) / t) + z^2,
+#
+# and R is smooth on [0, 1] (R(0) = -log(2 sqrt pi), erfc's asymptote), so one polynomial
+# interpolating R at Chebyshev nodes gives erfc(z) to 1.3e-7 relative for every z >= 0, far
+# tail included. For z < 0, erfc(z) = 2 - erfc(|z|). One formula for every x: no gathers, no
+# branches, float32 arithmetic throughout. Measured against 40-digit mpmath on a dense grid of
+# float32 x: relative error of Phi at most 4.1 eps(float32) for |x| < 0.5, 6.9 eps down to
+# x = -4 and 23 eps down to x = -8 (the float32 rounding of x^2, the argument of exp, grows with
+# x^2). Where 0.5 (1 + erf(x / sqrt 2)) in float32 has lost every digit (x < -5.5), Phi stays
+# accurate. float64 keeps that textbook form on the erf above (as PyTorch computes it).
+_CDF_T_SCALE = 0.5  # t = 1 / (1 + _CDF_T_SCALE |z|)
+_ERFC_EXPONENT = (  # R(t), Horner order: fit_erfc_exponent(9)
+    -1.2655123111721251, 1.0000377716097866, 0.3737148406314306, 0.10065419822566951,
+    -0.2061395608389933, 0.3360064745905084, -1.2317614657234415, 1.5835967343899244,
+    -0.8726416531771763, 0.1820451053886761,
+)
+_INV_SQRT_2, _INV_SQRT_2PI = 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(2.0 * math.pi)
+
+
+# R(t) - log 2: exp of it is erfc / 2 = Phi(-|x|) without a pass for the halving.
+_HALF_ERFC_EXPONENT = (_ERFC_EXPONENT[0] - math.log(2.0),) + _ERFC_EXPONENT[1:]
+
+
+def _normal_cdf_chunk(x: np.ndarray, cdf: np.ndarray, times_x: np.ndarray | None) -> None:
+    # x, cdf, times_x: [n] float32. NumPy's masked ufuncs (where=) and np.where are slow
+    # (~5 and ~2.6 ns an element), so the sign is handled by arithmetic on a 0/1 array.
+    half_x = x * 0.5  # exact
+    t = np.abs(half_x)
+    t *= _INV_SQRT_2
+    t += 1.0
+    np.divide(1.0, t, out=t)  # t = 1 / (1 + |z| / 2), z = -x / sqrt 2
+    exponent = _horner(_HALF_ERFC_EXPONENT, t)  # R(t) - log 2
+    np.multiply(x, half_x, out=half_x)  # z^2 = x^2 / 2, one rounding
+    exponent -= half_x
+    np.exp(exponent, out=cdf)
+    cdf *= t  # erfc(|z|) / 2 = Phi(-|x|)
+    positive = np.greater(x, 0).astype(np.float32)  # 1 where x > 0 (NaN: 0)
+    sign = positive * -2.0
+    sign += 1.0
+    cdf *= sign
+    cdf += positive  # Phi(x) = Phi(-|x|) where x <= 0, 1 - Phi(-|x|) where x > 0
+    if times_x is not None:
+        np.multiply(x, cdf, out=times_x)
+
+
+def normal_cdf(x, times_x: bool = False):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2 elementwise, in x's floating dtype; with times_x,
+    the pair (Phi(x), x Phi(x)) (the exact GELU) from the same pass over x.
+
+    float32 and float16 use the float32 formula above, in cache-sized chunks over the cores;
+    float64 is 0.5 (1 + erf(x / sqrt 2)) on the float64 erf.
+    """
+    x = np.asarray(x)
+    if x.dtype == np.float64:
+        cdf = erf(x * _INV_SQRT_2)
+        cdf += 1
+        cdf *= 0.5
+        return (cdf, cdf * x) if times_x else cdf
+    if x.dtype not in (np.float32, np.float16):
+        raise TypeError(f"normal_cdf: expected a float16/float32/float64 array, got dtype {x.dtype}")
+    x32 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    cdf = np.empty(x32.shape, np.float32)
+    product = np.empty(x32.shape, np.float32) if times_x else None
+    in_parallel(x32.size, lambda start, stop: _normal_cdf_chunk(
+        x32[start:stop], cdf[start:stop], None if product is None else product[start:stop]), chunk=_CHUNK)
+    cdf = cdf.reshape(x.shape).astype(x.dtype, copy=False)
+    return (cdf, product.reshape(x.shape).astype(x.dtype, copy=False)) if times_x else cdf
+
+
+def _gelu_grad_chunk(x: np.ndarray, cdf: np.ndarray, gy: np.ndarray, out: np.ndarray) -> None:
+    slope = x * x
+    slope *= -0.5
+    np.exp(slope, out=slope)  # exp(-x^2 / 2)
+    slope *= x
+    slope *= _INV_SQRT_2PI  # x phi(x)
+    slope += cdf  # GELU'(x) = Phi(x) + x phi(x)
+    np.multiply(gy, slope, out=out)
+
+
+def gelu_grad(x, cdf, gy):
+    """gy * (Phi(x) + x phi(x)), the exact GELU's input gradient, given Phi(x) from the forward;
+    float32 arrays in cache-sized chunks over the cores (other dtypes: whole arrays)."""
+    if not (x.dtype == cdf.dtype == gy.dtype == np.float32) or x.shape != gy.shape or cdf.shape != x.shape:
+        return gy * (cdf + x * np.exp(-0.5 * x * x) * _INV_SQRT_2PI)
+    flat_x, flat_cdf, flat_gy = (np.ascontiguousarray(a).reshape(-1) for a in (x, cdf, gy))
+    out = np.empty(flat_x.shape, np.float32)
+    in_parallel(out.size, lambda start, stop: _gelu_grad_chunk(
+        flat_x[start:stop], flat_cdf[start:stop], flat_gy[start:stop], out[start:stop]), chunk=_CHUNK)
+    return out.reshape(x.shape)
+
+
+def fit_erfc_exponent(degree: int, digits: int = 50) -> tuple:
+    """Refit _ERFC_EXPONENT (needs mpmath): R(t) = log(erfc(z) / t) + z^2, z = (1/t - 1) / scale,
+    interpolated at degree + 1 Chebyshev nodes of t in [0, 1] in `digits`-digit arithmetic."""
+    import mpmath
+
+    mp = mpmath.mp.clone() if hasattr(mpmath.mp, "clone") else mpmath.mp
+    mp.dps = digits
+
+    def exponent(t):
+        z = (1 / t - 1) / mp.mpf(_CDF_T_SCALE)
+        return mp.log(mp.erfc(z) / t) + z * z
+    n = degree + 1
+    nodes = [mp.mpf(1) / 2 + mp.mpf(1) / 2 * mp.cos(mp.pi * (k + mp.mpf(1) / 2) / n) for k in range(n)]
+    matrix = mp.matrix([[t**k for k in range(n)] for t in nodes])
+    solution = mp.lu_solve(matrix, mp.matrix([exponent(t) for t in nodes]))
+    return tuple(float(c) for c in solution)
 
 
 def fit_piece(kind: str, low: float, high: float, degree: int, digits: int = 50) -> _Piece:
