@@ -936,8 +936,7 @@ class Rotary(Function):
 def apply_rotary(x: Tensor, cos, sin) -> Tensor:
     """Rotary position embedding of x [..., T, D] with the angles' cos, sin [..., T, D/2]
     (arrays, broadcast against x, e.g. [B, 1, T, D/2] for x [B, H, T, D])."""
-    cos = cos.data if isinstance(cos, Tensor) else cos
-    sin = sin.data if isinstance(sin, Tensor) else sin
+    cos, sin = data_of(cos, x.device), data_of(sin, x.device)  # host angles move to a GPU x's device
     half_shape = x.shape[:-1] + (x.shape[-1] // 2,)
     try:
         fits = not x.shape[-1] % 2 and cos.shape == sin.shape and \
