@@ -77,6 +77,22 @@ def test_similar_sentences_are_closer(minilm_pair):
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
 
 
+def test_sentence_embeddings_in_sorted_batches_keep_the_input_order(minilm_pair):
+    # Sorted by length and cut into batches (the default), or one padded batch: the same
+    # vectors, row i for text i, whatever the lengths' order.
+    _, tokenizer, model = minilm_pair
+    texts = ["A much longer sentence about the weather, the markets and a cat on the mat today.", "Hi.",
+             "A kitten is sitting on a rug.", "Stock markets fell.", "Yes", "The cat sits on the mat near the door."]
+    one_batch = sentence_embeddings(model, tokenizer, texts, batch_size=None).numpy()
+    for batch_size in (1, 2, 4, 32):
+        np.testing.assert_allclose(sentence_embeddings(model, tokenizer, texts, batch_size=batch_size).numpy(),
+                                   one_batch, atol=2e-6)
+    alone = sentence_embeddings(model, tokenizer, [texts[1]]).numpy()
+    np.testing.assert_allclose(alone[0], one_batch[1], atol=2e-6)
+    with pytest.raises(ValueError, match="batch_size"):
+        sentence_embeddings(model, tokenizer, texts, batch_size=0)
+
+
 def _small_config(**extra):
     return transformers.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                    intermediate_size=24, max_position_embeddings=20, hidden_dropout_prob=0.0,
