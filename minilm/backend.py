@@ -60,6 +60,10 @@ class Device:
         """Phi(x) = (1 + erf(x / sqrt 2)) / 2 elementwise; with times_x, (Phi(x), x Phi(x))."""
         return special.normal_cdf(x, times_x=times_x)  # float32: one branch-free formula
 
+    def gelu(self, x):
+        """x Phi(x), the exact GELU, when Phi(x) need not be kept for a backward."""
+        return special.gelu(x)
+
     def gelu_grad(self, x, cdf, gy):
         """gy * (Phi(x) + x phi(x)): the exact GELU's input gradient, given Phi(x)."""
         return special.gelu_grad(x, cdf, gy)
@@ -131,6 +135,9 @@ class CUDADevice(Device):
         cdf += 1
         cdf *= 0.5
         return (cdf, cdf * x) if times_x else cdf
+
+    def gelu(self, x):
+        return self.normal_cdf(x, times_x=True)[1]
 
     def gelu_grad(self, x, cdf, gy):
         return gy * (cdf + x * self.xp.exp(-0.5 * x * x) * special._INV_SQRT_2PI)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import backend as _backend
 from . import ops
-from .autograd import Function, Tensor, data_of
+from .autograd import Function, Tensor, data_of, is_grad_enabled
 from .ops import register, relu, sigmoid, tanh  # noqa: F401 - re-exported as F.relu etc.
 
 
@@ -135,8 +135,12 @@ class GELU(Function):
             y *= x
             y *= 0.5
         else:
-            # Phi(x), the standard normal CDF, and y = x Phi(x) in one pass (see minilm.special)
-            self.cdf, y = _backend.device_of(x).normal_cdf(x, times_x=True)
+            # Phi(x), the standard normal CDF, and y = x Phi(x) in one pass (see minilm.special);
+            # under no_grad nothing will ask for Phi(x): one output array, not two.
+            if is_grad_enabled():
+                self.cdf, y = _backend.device_of(x).normal_cdf(x, times_x=True)
+            else:
+                y = _backend.device_of(x).gelu(x)
         return y
 
     def backward(self, gy):

@@ -175,9 +175,12 @@ _INV_SQRT_2, _INV_SQRT_2PI = 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(2.0 * math.pi
 _HALF_ERFC_EXPONENT = (_ERFC_EXPONENT[0] - math.log(2.0),) + _ERFC_EXPONENT[1:]
 
 
-def _normal_cdf_chunk(x: np.ndarray, cdf: np.ndarray, times_x: np.ndarray | None) -> None:
-    # x, cdf, times_x: [n] float32. NumPy's masked ufuncs (where=) and np.where are slow
-    # (~5 and ~2.6 ns an element), so the sign is handled by arithmetic on a 0/1 array.
+def _normal_cdf_chunk(x: np.ndarray, cdf: np.ndarray | None, times_x: np.ndarray | None) -> None:
+    # x, cdf, times_x: [n] float32 (cdf None: a scratch piece, only times_x is wanted). NumPy's
+    # masked ufuncs (where=) and np.where are slow (~5 and ~2.6 ns an element), so the sign is
+    # handled by arithmetic on a 0/1 array.
+    if cdf is None:
+        cdf = np.empty_like(x)
     half_x = x * 0.5  # exact
     t = np.abs(half_x)
     t *= _INV_SQRT_2
@@ -219,6 +222,19 @@ def normal_cdf(x, times_x: bool = False):
         x32[start:stop], cdf[start:stop], None if product is None else product[start:stop]), chunk=_CHUNK)
     cdf = cdf.reshape(x.shape).astype(x.dtype, copy=False)
     return (cdf, product.reshape(x.shape).astype(x.dtype, copy=False)) if times_x else cdf
+
+
+def gelu(x):
+    """The exact GELU x Phi(x) alone, in x's dtype: `normal_cdf(x, times_x=True)[1]` without
+    keeping Phi(x) (inference: no backward will ask for it), one output array instead of two."""
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float16):
+        return normal_cdf(x, times_x=True)[1]
+    x32 = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    product = np.empty(x32.shape, np.float32)
+    in_parallel(x32.size, lambda start, stop: _normal_cdf_chunk(x32[start:stop], None, product[start:stop]),
+                chunk=_CHUNK)
+    return product.reshape(x.shape).astype(x.dtype, copy=False)
 
 
 def _gelu_grad_chunk(x: np.ndarray, cdf: np.ndarray, gy: np.ndarray, out: np.ndarray) -> None:

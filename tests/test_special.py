@@ -104,6 +104,12 @@ def test_normal_cdf_times_x_is_the_exact_gelu_and_float64_is_the_textbook_form()
     np.testing.assert_array_equal(y, x * cdf)
     x64 = x.astype(np.float64)
     np.testing.assert_array_equal(special.normal_cdf(x64), (1 + special.erf(x64 * (1 / math.sqrt(2.0)))) * 0.5)
+    np.testing.assert_array_equal(special.gelu(x), y)  # the same bits without keeping Phi
+    import minilm as ml
+    from minilm import functional as F
+    with ml.no_grad():
+        np.testing.assert_array_equal(F.gelu(ml.Tensor(x)).numpy(), y)
+    np.testing.assert_array_equal(F.gelu(ml.Tensor(x, requires_grad=True)).numpy(), y)
     half = special.normal_cdf(x.astype(np.float16))
     assert half.dtype == np.float16
     np.testing.assert_allclose(half, cdf, atol=1e-3)
