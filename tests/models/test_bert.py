@@ -89,6 +89,7 @@ def test_sentence_embeddings_in_sorted_batches_keep_the_input_order(minilm_pair)
                                    one_batch, atol=2e-6)
     alone = sentence_embeddings(model, tokenizer, [texts[1]]).numpy()
     np.testing.assert_allclose(alone[0], one_batch[1], atol=2e-6)
+    np.testing.assert_array_equal(sentence_embeddings(model, tokenizer, texts[1]).numpy(), alone)  # a str is one text
     with pytest.raises(ValueError, match="batch_size"):
         sentence_embeddings(model, tokenizer, texts, batch_size=0)
 
