@@ -96,8 +96,6 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 # ---------------------------------------------------------------------------------------
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_CUBIC = 0.044715
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _gelu_tanh_backward_in_place(x, t, gy):
