@@ -357,26 +357,30 @@ def sentence_embeddings(model: BertModel, tokenizer, texts, max_length: int = 25
     words: 1.6x faster than one batch). Padding leaves the vectors unchanged.
     batch_size=None: one batch of all.
     """
+    from ..seq2seq_data import pad_right
+
     texts = [texts] if isinstance(texts, str) else list(texts)  # one text is a batch of one, not its characters
+    if not texts:
+        raise ValueError("sentence_embeddings: no texts given")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"sentence_embeddings: batch_size must be at least 1 (or None), got {batch_size}")
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    size = len(texts) if batch_size is None else batch_size
-    vectors = []
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)  # each text once, unpadded
+    ids, types = encoded["input_ids"], encoded["token_type_ids"]
+    order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+    size = batch_size or len(texts)
+    vectors = None
     with no_grad():
-        for start in range(0, len(order), max(size, 1)):
-            rows = [texts[i] for i in order[start : start + size]]
-            batch = tokenizer(rows, padding=True, truncation=True, max_length=max_length)
-            hidden = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # [n, T, C]
-            vectors.append(l2_normalize(mean_pooling(hidden, batch["attention_mask"])).data)  # [n, C]
-        if not vectors:
-            raise ValueError("sentence_embeddings: no texts given")
-        xp = ops._xp(vectors[0])
-        sorted_vectors = xp.concatenate(vectors, axis=0)
-        inverse = np.empty(len(order), dtype=np.int64)
-        inverse[np.asarray(order)] = np.arange(len(order))
-        return Tensor(sorted_vectors[xp.asarray(inverse)])
+        for start in range(0, len(order), size):
+            rows = order[start : start + size]
+            batch_ids, mask = pad_right([ids[i] for i in rows], tokenizer.pad_token_id)  # [n, T]
+            batch_types, _ = pad_right([types[i] for i in rows], 0)
+            hidden = model(batch_ids, mask, batch_types)  # [n, T, C]
+            pooled = l2_normalize(mean_pooling(hidden, mask)).data  # [n, C]
+            xp = ops._xp(pooled)
+            if vectors is None:
+                vectors = xp.empty((len(texts), pooled.shape[1]), dtype=pooled.dtype)
+            vectors[xp.asarray(rows)] = pooled  # back to the texts' order
+    return Tensor(vectors)
 
 
 def _bert_init(module) -> None:
