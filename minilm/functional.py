@@ -22,6 +22,11 @@ from .ops import register, relu, sigmoid, tanh  # noqa: F401 - re-exported as F.
 # ---------------------------------------------------------------------------------------
 # softmax / log_softmax
 # ---------------------------------------------------------------------------------------
+def _sum_keepdims(x, axis: int):
+    """x.sum(axis=axis, keepdims=True); along the last axis by BLAS (see ops.sum_last_axis)."""
+    return ops.sum_last_axis(x) if axis in (-1, x.ndim - 1) else x.sum(axis=axis, keepdims=True)
+
+
 class Softmax(Function):
     autocast_policy = "float32"
 
@@ -32,13 +37,13 @@ class Softmax(Function):
         xp = ops._xp(x)
         y = x - x.max(axis=self.axis, keepdims=True)  # shift for stability; result unchanged
         xp.exp(y, out=y)
-        y /= y.sum(axis=self.axis, keepdims=True)
+        y /= _sum_keepdims(y, self.axis)
         return y
 
     def backward(self, gy):
         y = self.output()
         # dx = y * (gy - sum(gy * y))
-        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
+        return y * (gy - _sum_keepdims(gy * y, self.axis))
 
     def composite(self, x):
         return _softmax_composite(x, self.axis)
@@ -53,13 +58,13 @@ class LogSoftmax(Function):
     def forward(self, x):
         xp = ops._xp(x)
         shifted = x - x.max(axis=self.axis, keepdims=True)
-        shifted -= xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        shifted -= xp.log(_sum_keepdims(xp.exp(shifted), self.axis))
         return shifted
 
     def backward(self, gy):
         y = self.output()
         # dx = gy - softmax(x) * sum(gy), with softmax(x) = exp(log_softmax(x))
-        return gy - ops._xp(y).exp(y) * gy.sum(axis=self.axis, keepdims=True)
+        return gy - ops._xp(y).exp(y) * _sum_keepdims(gy, self.axis)
 
     def composite(self, x):
         return _log_softmax_composite(x, self.axis)
@@ -179,8 +184,8 @@ class LayerNorm(Function):
     def forward(self, x, *affine):
         xp = ops._xp(x)
         inv_n = 1.0 / x.shape[-1]
-        centered = x - x.sum(axis=-1, keepdims=True) * inv_n  # [..., C]
-        variance = (centered * centered).sum(axis=-1, keepdims=True) * inv_n  # [..., 1]
+        centered = x - ops.sum_last_axis(x) * inv_n  # [..., C]
+        variance = ops.sum_last_axis(centered * centered) * inv_n  # [..., 1]
         self.inv_std = 1.0 / xp.sqrt(variance + self.eps)  # [..., 1]
         centered *= self.inv_std
         self.x_hat = centered  # [..., C]
@@ -194,9 +199,14 @@ class LayerNorm(Function):
     def backward(self, gy):
         x, x_hat, inv_n = self.inputs[0], self.x_hat, 1.0 / self.x_hat.shape[-1]
         g = gy * self.inputs[1].data if self.has_weight else gy  # d loss / d x_hat
-        mean_g = g.sum(axis=-1, keepdims=True) * inv_n
-        mean_g_x_hat = (g * x_hat).sum(axis=-1, keepdims=True) * inv_n
-        grads = [self.inv_std * (g - mean_g - x_hat * mean_g_x_hat) if x.requires_grad else None]
+        grads = [None]
+        if x.requires_grad:
+            mean_g = ops.sum_last_axis(g) * inv_n  # [..., 1]
+            mean_g_x_hat = ops.sum_last_axis(g * x_hat) * inv_n  # [..., 1]
+            gx = g - x_hat * mean_g_x_hat  # [..., C], then edited in place (no more temporaries)
+            gx -= mean_g
+            gx *= self.inv_std
+            grads[0] = gx
         if self.has_weight:  # [..., C]: the engine sums it down to the weight's [C]
             grads.append(gy * x_hat if self.inputs[1].requires_grad else None)
         if self.has_bias:
@@ -237,16 +247,24 @@ class CrossEntropy(Function):
     def forward(self, logits):
         xp = ops._xp(logits)
         n, classes = logits.shape
-        log_probs = LogSoftmax(-1).forward(logits)  # [N, C]
+        # log p = shifted - log(sum(exp(shifted))), shifted = logits - row max. The loss needs
+        # only two numbers of each row of log p (the target's, and the row mean under label
+        # smoothing), so the [N, C] log-probabilities are never built; exp(shifted) is kept
+        # for backward, which would otherwise compute it again.
+        shifted = logits - logits.max(axis=-1, keepdims=True)  # [N, C]
         self.valid = self.targets != self.ignore_index  # [N]
         safe_targets = xp.where(self.valid, self.targets, 0)
-        picked = log_probs[xp.arange(n), safe_targets]  # [N]
         eps = self.label_smoothing
-        losses = -(1 - eps) * picked
+        target_shifted = shifted[xp.arange(n), safe_targets][:, None]  # [N, 1]
+        mean_shifted = ops.sum_last_axis(shifted) * (1.0 / classes) if eps else None  # [N, 1]
+        exp_shifted = xp.exp(shifted, out=shifted)  # [N, C], in place
+        row_sums = ops.sum_last_axis(exp_shifted)  # [N, 1]
+        log_sums = xp.log(row_sums)
+        losses = -(1 - eps) * (target_shifted - log_sums)  # -(1 - eps) log p[target]
         if eps:
-            losses -= eps * log_probs.mean(axis=-1)
-        losses *= self.valid
-        self.log_probs, self.safe_targets = log_probs, safe_targets
+            losses -= eps * (mean_shifted - log_sums)  # - eps mean(log p)
+        losses = losses[:, 0] * self.valid  # [N]
+        self.exp_shifted, self.row_sums, self.safe_targets = exp_shifted, row_sums, safe_targets
         self.count = int(self.valid.sum())
         if self.reduction == "none":
             return losses
@@ -261,17 +279,22 @@ class CrossEntropy(Function):
         return weights
 
     def backward(self, gy):
-        xp = ops._xp(self.log_probs)
-        n, classes = self.log_probs.shape
+        scale = gy.reshape(-1, 1) if self.reduction == "none" else gy  # [N, 1] or a scalar
+        if isinstance(gy, Tensor):  # recorded backward (create_graph): gy joins as a Tensor
+            return self._logits_grad(1.0) * scale
+        return self._logits_grad(scale)
+
+    def _logits_grad(self, scale):
+        """d loss / d logits = (softmax - target distribution) * each row's weight * scale, where
+        the target distribution is (1 - smoothing) on the target plus smoothing / C everywhere."""
+        xp = ops._xp(self.exp_shifted)
+        n, classes = self.exp_shifted.shape
         smoothing = self.label_smoothing
-        scale = gy.reshape(n, 1) if self.reduction == "none" else gy
-        # d loss / d logits = (softmax - target distribution) * per-row weight, where the
-        # target distribution is (1 - smoothing) on the target plus smoothing / C everywhere
-        grad = xp.exp(self.log_probs)  # softmax, in a fresh buffer edited in place below
+        row_weights = self._row_weights(self.exp_shifted.dtype)[:, None] * scale  # [N, 1]
+        grad = self.exp_shifted * (row_weights / self.row_sums)  # softmax * weight: [N, C]
         if smoothing:
-            grad -= smoothing / classes
-        grad[xp.arange(n), self.safe_targets] -= 1 - smoothing
-        grad *= self._row_weights(grad.dtype)[:, None] * scale
+            grad -= row_weights * (smoothing / classes)
+        grad[xp.arange(n), self.safe_targets] -= (1 - smoothing) * row_weights[:, 0]
         return grad
 
     def composite(self, logits):
@@ -389,7 +412,7 @@ class Linear(Function):
         if weight.requires_grad:
             grads[1] = g2.T @ x.data.reshape(-1, x.shape[-1])  # [out, N] @ [N, in] -> [out, in]
         if len(self.inputs) == 3:
-            grads.append(g2.sum(axis=0) if self.inputs[2].requires_grad else None)  # [out]
+            grads.append(ops.sum_leading_axes(g2, 1) if self.inputs[2].requires_grad else None)  # [out]
         return tuple(grads)
 
     def composite(self, x, weight, bias=None):
@@ -419,11 +442,16 @@ class SplitHeads(Function):
 
     def forward(self, x):
         split = x.reshape(self._split_shape(x.shape)).transpose(2, 0, 3, 1, 4)  # [B, T, P, H, D] -> [P, B, H, T, D]
+        # One copy here makes each head's [T, D] matrix contiguous. Left as strided views,
+        # every matmul in attention's forward and backward copies them again (6 copies).
+        split = ops._xp(x).ascontiguousarray(split)
         return tuple(split[i] for i in range(self.parts))
 
     def backward(self, *grads):
-        stacked = ops._xp(grads[0]).stack(grads, axis=0)  # P x [B, H, T, D] -> [P, B, H, T, D]
-        return stacked.transpose(1, 3, 0, 2, 4).reshape(self.inputs[0].shape)  # -> [B, T, P * H * D]
+        gx = ops._xp(grads[0]).empty(self._split_shape(self.inputs[0].shape), dtype=grads[0].dtype)  # [B, T, P, H, D]
+        for part, grad in enumerate(grads):
+            gx[:, :, part] = grad.transpose(0, 2, 1, 3)  # [B, H, T, D] -> [B, T, H, D]
+        return gx.reshape(self.inputs[0].shape)  # -> [B, T, P * H * D]
 
     def composite(self, x):
         split = ops.transpose(ops.reshape(x, self._split_shape(x.shape)), (2, 0, 3, 1, 4))
@@ -443,7 +471,8 @@ class MergeHeads(Function):
 
     def backward(self, gy):
         batch, heads, length, head_dim = self.inputs[0].shape
-        return gy.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3)
+        # contiguous, as SplitHeads' outputs: attention's backward multiplies it twice
+        return ops._xp(gy).ascontiguousarray(gy.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3))
 
     def composite(self, x):
         batch, heads, length, head_dim = x.shape
@@ -489,8 +518,10 @@ class Attention(Function):
         scores = _in_dtype(scores, scores_dtype(scores.dtype))
         scores *= self.scale
         if self.mask is not None:
-            if self.mask.dtype == bool:
-                scores = xp.where(self.mask, scores, -np.inf)
+            if self.mask.dtype == bool:  # as a 0 / -inf array of the mask's (small) shape, added in place:
+                # 3x faster than where(), which builds a second full-size scores array
+                zero, minus_inf = scores.dtype.type(0), scores.dtype.type(-np.inf)
+                scores += xp.where(self.mask, zero, minus_inf)
             else:
                 scores += self.mask
         probabilities = Softmax(-1).forward(scores)  # [..., L, S]
@@ -507,7 +538,7 @@ class Attention(Function):
         if g_weights is not None:
             g_dropped = g_dropped + g_weights
         g_probabilities = g_dropped if keep is None else g_dropped * keep
-        g_scores = probabilities * (g_probabilities - (g_probabilities * probabilities).sum(axis=-1, keepdims=True))
+        g_scores = probabilities * (g_probabilities - ops.sum_last_axis(g_probabilities * probabilities))
         g_scores = _in_dtype(g_scores * self.scale, q.dtype)  # float32 -> float16 under mixed precision
         gq = ops._matmul(g_scores, k)  # [..., L, S] @ [..., S, E]
         gk = ops._matmul(g_scores.swapaxes(-1, -2), q)  # [..., S, L] @ [..., L, E]
@@ -855,7 +886,11 @@ class SiLU(Function):
 
     def backward(self, gy):
         x, s = self.inputs[0].data, self.s
-        return gy * (s * (1 + x * (1 - s)))
+        slope = 1 - s  # s (1 + x (1 - s)), built in one buffer: these are the FFN's largest arrays
+        slope *= x
+        slope += 1
+        slope *= s
+        return gy * slope
 
     def composite(self, x):
         return x * ops.sigmoid(x)

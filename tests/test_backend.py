@@ -92,3 +92,26 @@ def test_gpu_memory_pool_does_not_grow_over_a_training_run():
         del loss
         used.append(ml.memory_info("cuda")["used_bytes"])
     assert used[-1] <= used[5], f"pool use grew from {used[5]} to {used[-1]} bytes"
+
+
+@pytest.mark.parametrize("indices", [
+    np.array([[3, 1, 3], [0, 3, 1]]),  # repeats: summed, in any position
+    np.array([4, 2, 0]),  # each row once
+    np.array([2, 2, 2, 2]),  # one row, many times
+])
+def test_scatter_add_sums_repeated_rows_like_add_at(indices):
+    """The CPU's fast path (plain += for rows picked once, a one-hot product for repeats)
+    must give np.add.at's sums, into a target that already holds values."""
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    values = rng.standard_normal(indices.shape + (2, 3)).astype(np.float32)
+    expected = target.copy()
+    np.add.at(expected, indices, values)
+    ml.get_device("cpu").scatter_add(target, indices, values)
+    np.testing.assert_allclose(target, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_scatter_add_out_of_range_index_is_an_error():
+    target = np.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(IndexError):
+        ml.get_device("cpu").scatter_add(target, np.array([0, 3]), np.ones((2, 2), dtype=np.float32))
