@@ -27,6 +27,32 @@ def _sum_keepdims(x, axis: int):
     return ops.sum_last_axis(x) if axis in (-1, x.ndim - 1) else x.sum(axis=axis, keepdims=True)
 
 
+# Softmax does not change when a row is shifted by a constant, and the textbook form shifts
+# each row by its max so that exp cannot overflow (float32's exp overflows above ~88.7).
+# NumPy's max over short rows is slow, though: on attention scores [B, H, T, T] it took as
+# long as the exp itself. So the shift is skipped when no entry exceeds _EXP_SAFE (checked
+# with one whole-array max), and kept when a row's exps all but underflow (its sum below
+# _EXP_SUM_FLOOR: every term that matters is then still a normal float, so the result is as
+# accurate as the shifted one).
+_EXP_SAFE = 60.0
+_EXP_SUM_FLOOR = 1e-30
+
+
+def exp_and_sum(x, axis: int):
+    """(e, sums, shift): e = exp(x - shift) and its sums along `axis` (kept as size 1), where
+    the shift is 0 when that is safe (see above), else each row's max."""
+    xp = ops._xp(x)
+    if x.size and float(x.max()) <= _EXP_SAFE:
+        e = xp.exp(x)
+        sums = _sum_keepdims(e, axis)
+        if float(sums.min()) >= _EXP_SUM_FLOOR:
+            return e, sums, 0.0
+    shift = x.max(axis=axis, keepdims=True)
+    e = x - shift
+    xp.exp(e, out=e)
+    return e, _sum_keepdims(e, axis), shift
+
+
 class Softmax(Function):
     autocast_policy = "float32"
 
@@ -34,10 +60,8 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        xp = ops._xp(x)
-        y = x - x.max(axis=self.axis, keepdims=True)  # shift for stability; result unchanged
-        xp.exp(y, out=y)
-        y /= _sum_keepdims(y, self.axis)
+        y, sums, _ = exp_and_sum(x, self.axis)
+        y /= sums
         return y
 
     def backward(self, gy):
@@ -56,10 +80,8 @@ class LogSoftmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        xp = ops._xp(x)
-        shifted = x - x.max(axis=self.axis, keepdims=True)
-        shifted -= xp.log(_sum_keepdims(xp.exp(shifted), self.axis))
-        return shifted
+        _, sums, shift = exp_and_sum(x, self.axis)
+        return x - (shift + ops._xp(x).log(sums))  # x - shift - log(sum(exp(x - shift)))
 
     def backward(self, gy):
         y = self.output()
@@ -247,19 +269,19 @@ class CrossEntropy(Function):
     def forward(self, logits):
         xp = ops._xp(logits)
         n, classes = logits.shape
-        # log p = shifted - log(sum(exp(shifted))), shifted = logits - row max. The loss needs
-        # only two numbers of each row of log p (the target's, and the row mean under label
-        # smoothing), so the [N, C] log-probabilities are never built; exp(shifted) is kept
-        # for backward, which would otherwise compute it again.
-        shifted = logits - logits.max(axis=-1, keepdims=True)  # [N, C]
+        # log p = shifted - log(sum(exp(shifted))), shifted = logits - shift (see exp_and_sum).
+        # The loss needs only two numbers of each row of log p (the target's, and the row mean
+        # under label smoothing), so the [N, C] log-probabilities are never built; exp(shifted)
+        # is kept for backward, which would otherwise compute it again.
         self.valid = self.targets != self.ignore_index  # [N]
         safe_targets = xp.where(self.valid, self.targets, 0)
         eps = self.label_smoothing
-        target_shifted = shifted[xp.arange(n), safe_targets][:, None]  # [N, 1]
-        mean_shifted = ops.sum_last_axis(shifted) * (1.0 / classes) if eps else None  # [N, 1]
-        exp_shifted = xp.exp(shifted, out=shifted)  # [N, C], in place
-        row_sums = ops.sum_last_axis(exp_shifted)  # [N, 1]
+        target_logits = logits[xp.arange(n), safe_targets][:, None]  # [N, 1]
+        mean_logits = ops.sum_last_axis(logits) * (1.0 / classes) if eps else None  # [N, 1]
+        exp_shifted, row_sums, shift = exp_and_sum(logits, -1)  # [N, C], [N, 1], 0 or [N, 1]
         log_sums = xp.log(row_sums)
+        target_shifted = target_logits - shift
+        mean_shifted = mean_logits - shift if eps else None
         losses = -(1 - eps) * (target_shifted - log_sums)  # -(1 - eps) log p[target]
         if eps:
             losses -= eps * (mean_shifted - log_sums)  # - eps mean(log p)
@@ -363,7 +385,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return x * 0.0
     device = x.device
     keep = device.rng.random(x.shape, dtype=np.float32) >= p
-    return x * Tensor(keep.astype(x.dtype) * (1.0 / (1.0 - p)))  # a Python float keeps x's dtype
+    return x * Tensor(keep * x.dtype.type(1.0 / (1.0 - p)))  # bool * scale: the kept ones scaled, in x's dtype
 
 
 @register("embedding")
@@ -606,8 +628,8 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     if dropout_p > 0.0 and training:
         if not 0.0 <= dropout_p < 1.0:
             raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
-        keep = (q.device.rng.random(scores_shape, dtype=np.float32) >= dropout_p).astype(q.dtype)
-        keep *= 1.0 / (1.0 - dropout_p)
+        keep = q.device.rng.random(scores_shape, dtype=np.float32) >= dropout_p
+        keep = keep * q.dtype.type(1.0 / (1.0 - dropout_p))  # bool * scale, in q's dtype
     return Attention(mask, scale, keep, return_weights)(q, k, v)
 
 

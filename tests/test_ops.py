@@ -131,6 +131,27 @@ def test_softmax_is_stable_for_large_inputs():
     assert np.all(np.isfinite(z.numpy()))
 
 
+@pytest.mark.parametrize("offset", [0.0, 59.0, 75.0, -70.0, -95.0, -120.0])
+def test_softmax_log_softmax_and_cross_entropy_match_float64_at_every_magnitude(offset):
+    """Rows near 0 skip the max shift (see functional.exp_and_sum); rows above the safe bound
+    and rows whose exps underflow take the shifted path. All must give float64's answer."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((6, 50)) * 3 + offset
+    logits[1] += 200.0  # one row far above: the whole array takes the shifted path
+    logits[2, :] = logits[2, :] - 400.0 if offset < 0 else logits[2, :]
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    expected_log = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    for rows in (logits, np.delete(logits, 1, axis=0)):  # with and without the large row
+        reference = expected_log if rows is logits else np.delete(expected_log, 1, axis=0)
+        x = ml.tensor(rows.astype(np.float32))
+        np.testing.assert_allclose(F.log_softmax(x).numpy(), reference, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(F.softmax(x).numpy(), np.exp(reference), rtol=1e-4, atol=1e-7)
+        targets = np.arange(len(rows)) % 50
+        loss = F.cross_entropy(x, targets, label_smoothing=0.1).item()
+        expected = -(0.9 * reference[np.arange(len(rows)), targets] + 0.1 * reference.mean(axis=-1)).mean()
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
 def test_dropout_keeps_the_expectation_and_is_identity_in_eval():
     x = ml.ones(200, 200)
     y = F.dropout(x, 0.25, training=True)
