@@ -77,6 +77,16 @@ class Device:
     def seed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
+    def keep_mask(self, shape, drop_probability: float):
+        """A bool array of `shape`, each entry False with probability `drop_probability`
+        (dropout's mask). Each entry compares one raw 32-bit draw with a threshold: twice as
+        fast as drawing float32 uniforms (NumPy's Generator makes those one call at a time),
+        and finer (p in steps of 2^-32 rather than 2^-24)."""
+        count = int(np.prod(shape))
+        raw = self.rng.bit_generator.random_raw((count + 1) // 2).view(np.uint32)[:count]  # 2 per 64-bit draw
+        threshold = np.uint32(min(round(drop_probability * 2.0**32), 2**32 - 1))
+        return (raw >= threshold).reshape(shape)
+
     def erf(self, x):
         """The error function, elementwise, in x's dtype."""
         return special.erf(x)  # NumPy has none: a vectorised piecewise polynomial
@@ -170,6 +180,9 @@ class CUDADevice(Device):
     def seed(self, seed: int) -> None:
         self.xp.random.seed(seed)
         self.rng = self.xp.random.default_rng(seed)
+
+    def keep_mask(self, shape, drop_probability: float):
+        return self.rng.random(shape, dtype=np.float32) >= drop_probability
 
     def synchronize(self) -> None:
         self.xp.cuda.Stream.null.synchronize()

@@ -384,7 +384,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     if p == 1.0:
         return x * 0.0
     device = x.device
-    keep = device.rng.random(x.shape, dtype=np.float32) >= p
+    keep = device.keep_mask(x.shape, p)
     return x * Tensor(keep * x.dtype.type(1.0 / (1.0 - p)))  # bool * scale: the kept ones scaled, in x's dtype
 
 
@@ -628,7 +628,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     if dropout_p > 0.0 and training:
         if not 0.0 <= dropout_p < 1.0:
             raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
-        keep = q.device.rng.random(scores_shape, dtype=np.float32) >= dropout_p
+        keep = q.device.keep_mask(scores_shape, dropout_p)
         keep = keep * q.dtype.type(1.0 / (1.0 - dropout_p))  # bool * scale, in q's dtype
     return Attention(mask, scale, keep, return_weights)(q, k, v)
 

@@ -115,3 +115,13 @@ def test_scatter_add_out_of_range_index_is_an_error():
     target = np.zeros((3, 2), dtype=np.float32)
     with pytest.raises(IndexError):
         ml.get_device("cpu").scatter_add(target, np.array([0, 3]), np.ones((2, 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9])
+def test_keep_mask_drops_each_entry_with_probability_p(p):
+    device = ml.get_device("cpu")
+    mask = device.keep_mask((301, 333), p)  # an odd count: half of one 64-bit draw unused
+    assert mask.shape == (301, 333) and mask.dtype == bool
+    assert abs((1.0 - mask.mean()) - p) < 0.005
+    if p == 0.0:
+        assert mask.all()
