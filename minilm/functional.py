@@ -560,8 +560,14 @@ class Attention(Function):
         if g_weights is not None:
             g_dropped = g_dropped + g_weights
         g_probabilities = g_dropped if keep is None else g_dropped * keep
-        g_scores = probabilities * (g_probabilities - ops.sum_last_axis(g_probabilities * probabilities))
-        g_scores = _in_dtype(g_scores * self.scale, q.dtype)  # float32 -> float16 under mixed precision
+        # gS = P * (gP - sum(gP * P)) * scale, in one buffer (create_graph runs the composite,
+        # so this rule only ever sees arrays)
+        g_scores = g_probabilities * probabilities
+        row_sums = ops.sum_last_axis(g_scores)  # [..., L, 1]
+        ops._xp(g_scores).subtract(g_probabilities, row_sums, out=g_scores)
+        g_scores *= probabilities
+        g_scores *= self.scale
+        g_scores = _in_dtype(g_scores, q.dtype)  # float32 -> float16 under mixed precision
         gq = ops._matmul(g_scores, k)  # [..., L, S] @ [..., S, E]
         gk = ops._matmul(g_scores.swapaxes(-1, -2), q)  # [..., S, L] @ [..., L, E]
         gv = ops._matmul(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy)  # [..., S, L] @ [..., L, Ev]
