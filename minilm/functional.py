@@ -130,9 +130,8 @@ def _gelu_tanh_backward_in_place(x, t, gy):
     buffer: on the [B, T, 4C] MLP activations every temporary is a full extra pass over memory."""
     xp = ops._xp(x)
     out = xp.multiply(x, x, out=xp.empty_like(x))
-    out *= 3 * _TANH_CUBIC
-    out += 1
-    out *= _SQRT_2_OVER_PI  # du/dx
+    out *= 3 * _TANH_CUBIC * _SQRT_2_OVER_PI
+    out += _SQRT_2_OVER_PI  # du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), constants folded
     out *= x
     square = xp.multiply(t, t, out=xp.empty_like(t))
     xp.subtract(1, square, out=square)
@@ -151,11 +150,11 @@ class GELU(Function):
     def forward(self, x):
         xp = ops._xp(x)
         if self.approximate == "tanh":
-            inner = x * x
-            inner *= _TANH_CUBIC * x
-            inner += x
-            inner *= _SQRT_2_OVER_PI
-            self.t = xp.tanh(inner)  # tanh(sqrt(2/pi) (x + 0.044715 x^3))
+            inner = xp.multiply(x, x, out=xp.empty_like(x))  # (out=: a 0-d x still gives an array)
+            inner *= _SQRT_2_OVER_PI * _TANH_CUBIC
+            inner += _SQRT_2_OVER_PI
+            inner *= x  # u = sqrt(2/pi) (x + 0.044715 x^3), as x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2)
+            self.t = xp.tanh(inner, out=inner)  # tanh(u)
             y = self.t + 1
             y *= x
             y *= 0.5
