@@ -33,7 +33,8 @@ def _sum_keepdims(x, axis: int):
 # long as the exp itself. So the shift is skipped when no entry exceeds _EXP_SAFE (checked
 # with one whole-array max), and kept when a row's exps all but underflow (its sum below
 # _EXP_SUM_FLOOR: every term that matters is then still a normal float, so the result is as
-# accurate as the shifted one).
+# accurate as the shifted one). On a GPU the row max is cheap and the checks would each wait
+# for the device, so CuPy arrays always take the shift.
 _EXP_SAFE = 60.0
 _EXP_SUM_FLOOR = 1e-30
 
@@ -42,7 +43,7 @@ def exp_and_sum(x, axis: int):
     """(e, sums, shift): e = exp(x - shift) and its sums along `axis` (kept as size 1), where
     the shift is 0 when that is safe (see above), else each row's max."""
     xp = ops._xp(x)
-    if x.size and float(x.max()) <= _EXP_SAFE:
+    if xp is np and x.size and float(x.max()) <= _EXP_SAFE:
         e = xp.exp(x)
         sums = _sum_keepdims(e, axis)
         if float(sums.min()) >= _EXP_SUM_FLOOR:
