@@ -7,7 +7,9 @@ things the two array libraries do differently. No other module imports cupy or t
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 
 import numpy as np
 
@@ -24,9 +26,9 @@ class BackendError(RuntimeError):
 
 def _rows_by_index(target, indices, values) -> bool:
     """Whether `target[indices] += values` picks whole rows of a contiguous float array by one
-    array of non-negative row numbers (an embedding's gradient), where scatter_add's fast
-    path applies."""
-    return (isinstance(indices, np.ndarray) and indices.dtype.kind in "iu" and indices.size > 0
+    array (of target's library) of non-negative row numbers, an embedding's gradient, where
+    scatter_add's deterministic path applies."""
+    return (isinstance(indices, type(target)) and indices.dtype.kind in "iu" and indices.size > 0
             and target.dtype.kind == "f" and target.flags.c_contiguous and target.ndim >= 2
             and values.shape == indices.shape + target.shape[1:] and int(indices.min()) >= 0)
 
@@ -55,24 +57,32 @@ class Device:
 
     # -- the places where NumPy and CuPy differ -------------------------------------
     def scatter_add(self, target, indices, values) -> None:
-        """target[indices] += values, adding repeated indices up (embedding gradients)."""
+        """target[indices] += values, adding repeated indices up (embedding gradients). The
+        sums come out the same on every run, in the same order: no atomic adds."""
+        xp = self.xp
         if not _rows_by_index(target, indices, values):
-            np.add.at(target, indices, values)
+            xp.add.at(target, indices, values)
             return
-        # np.add.at sums repeats correctly but costs ~2.5 us a row; plain `+=` through a fancy
-        # index is ~20x faster, and right for the rows whose index occurs only once. The few
-        # repeated indices (padding, frequent tokens) have their rows summed by a one-hot
+        # np.add.at sums repeats correctly but costs ~2.5 us a row (CuPy's uses atomic adds,
+        # whose order, and so whose rounding, changes from run to run). Plain `+=` through a
+        # fancy index is ~20x faster, and right for the rows whose index occurs only once. The
+        # few repeated indices (padding, frequent tokens) have their rows summed by a one-hot
         # matrix product first. An embedding backward of 1024 tokens: 2.6 ms -> 0.3 ms.
         flat = indices.reshape(-1)  # [n]
         rows = values.reshape(flat.size, -1)  # [n, D]
         target_rows = target.reshape(target.shape[0], -1)  # [V, D], a view
-        once = np.bincount(flat, minlength=target.shape[0])[flat] == 1  # [n]
+        once = xp.bincount(flat, minlength=target.shape[0])[flat] == 1  # [n]
         target_rows[flat[once]] += rows[once]
-        if not once.all():
-            repeated, slot = np.unique(flat[~once], return_inverse=True)  # [U] ids, [r] their slot
-            one_hot = np.zeros((repeated.size, slot.size), dtype=rows.dtype)  # [U, r]
-            one_hot[slot, np.arange(slot.size)] = 1
-            target_rows[repeated] += one_hot @ rows[~once]  # [U, r] @ [r, D] -> [U, D]
+        if not bool(once.all()):
+            repeated, slot = xp.unique(flat[~once], return_inverse=True)  # [U] ids, [r] their slot
+            one_hot = xp.zeros((repeated.size, slot.size), dtype=self._row_sum_dtype(rows.dtype))  # [U, r]
+            one_hot[slot.reshape(-1), xp.arange(slot.size)] = 1
+            target_rows[repeated] += one_hot @ rows[~once].astype(one_hot.dtype, copy=False)  # [U, D]
+
+    def _row_sum_dtype(self, dtype):
+        """The dtype scatter_add sums repeated rows in: float16 rows in float32 (NumPy has no
+        float16 GEMM), others as they are."""
+        return np.dtype(np.float32) if dtype == np.float16 else dtype
 
     def seed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -86,6 +96,11 @@ class Device:
         raw = self.rng.bit_generator.random_raw((count + 1) // 2).view(np.uint32)[:count]  # 2 per 64-bit draw
         threshold = np.uint32(min(round(drop_probability * 2.0**32), 2**32 - 1))
         return (raw >= threshold).reshape(shape)
+
+    def copy_rng(self, rng):
+        """An independent generator in `rng`'s state: it draws the numbers `rng` will draw next
+        (activation checkpointing replays dropout with one)."""
+        return copy.deepcopy(rng)
 
     def erf(self, x):
         """The error function, elementwise, in x's dtype."""
@@ -144,10 +159,7 @@ class CUDADevice(Device):
             raise BackendError(f"the 'cupy' backend needs a CUDA GPU, but CUDA reports: {error}") from error
         if count == 0:
             raise BackendError("the 'cupy' backend needs a CUDA GPU, and none is present")
-        import cupyx
-
         self.xp = cupy
-        self._cupyx = cupyx
         self._adam_kernel = None
         self.rng = cupy.random.default_rng()
 
@@ -157,13 +169,16 @@ class CUDADevice(Device):
     def to_host(self, array) -> np.ndarray:
         return array.get() if hasattr(array, "get") else np.asarray(array)
 
-    def scatter_add(self, target, indices, values) -> None:
-        self._cupyx.scatter_add(target, indices, values)
+    def _row_sum_dtype(self, dtype):
+        # float64 products: with CUPY_TF32=1 a float32 GEMM would round the gradients to TF32.
+        return np.dtype(np.float64)
 
     def erf(self, x):
         import cupyx.scipy.special
 
-        return cupyx.scipy.special.erf(x)
+        # CuPy's erf has float32 and float64 loops only; it would return float16 input as float64.
+        work = x.astype(np.float32) if x.dtype == np.float16 else x
+        return cupyx.scipy.special.erf(work).astype(x.dtype, copy=False)
 
     def normal_cdf(self, x, times_x: bool = False):
         cdf = self.erf(x * special._INV_SQRT_2)
@@ -183,6 +198,14 @@ class CUDADevice(Device):
 
     def keep_mask(self, shape, drop_probability: float):
         return self.rng.random(shape, dtype=np.float32) >= drop_probability
+
+    def copy_rng(self, rng):
+        # A CuPy Generator holds a lock (so no deepcopy) and its cuRAND states in one device
+        # array, `bit_generator._state`: the copy shares nothing but the seed sequence.
+        bits = copy.copy(rng.bit_generator)
+        bits._state = rng.bit_generator._state.copy()
+        bits.lock = threading.Lock()
+        return self.xp.random.Generator(bits)
 
     def synchronize(self) -> None:
         self.xp.cuda.Stream.null.synchronize()

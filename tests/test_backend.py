@@ -100,15 +100,31 @@ def test_gpu_memory_pool_does_not_grow_over_a_training_run():
     np.array([2, 2, 2, 2]),  # one row, many times
 ])
 def test_scatter_add_sums_repeated_rows_like_add_at(indices):
-    """The CPU's fast path (plain += for rows picked once, a one-hot product for repeats)
-    must give np.add.at's sums, into a target that already holds values."""
-    rng = np.random.default_rng(0)
+    """The fast path (plain += for rows picked once, a one-hot product for repeats) must give
+    np.add.at's sums, into a target that already holds values, on the default device."""
+    rng, device = np.random.default_rng(0), ml.default_device()
     target = rng.standard_normal((5, 2, 3)).astype(np.float32)
     values = rng.standard_normal(indices.shape + (2, 3)).astype(np.float32)
     expected = target.copy()
     np.add.at(expected, indices, values)
-    ml.get_device("cpu").scatter_add(target, indices, values)
-    np.testing.assert_allclose(target, expected, rtol=1e-6, atol=1e-6)
+    on_device = device.asarray(target)
+    device.scatter_add(on_device, device.asarray(indices), device.asarray(values))
+    np.testing.assert_allclose(device.to_host(on_device), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_scatter_add_gives_the_same_bits_on_every_run():
+    """An embedding backward with many repeated tokens: no atomic adds whose order (and so
+    whose rounding) could change between runs (GPU), so a resumed run stays bit-identical."""
+    rng, device = np.random.default_rng(1), ml.default_device()
+    indices = device.asarray(rng.integers(0, 50, size=(16, 64)))
+    values = device.asarray(rng.standard_normal((16, 64, 32)).astype(np.float32))
+    runs = []
+    for _ in range(3):
+        target = device.xp.zeros((50, 32), dtype=np.float32)
+        device.scatter_add(target, indices, values)
+        runs.append(device.to_host(target))
+    np.testing.assert_array_equal(runs[1], runs[0])
+    np.testing.assert_array_equal(runs[2], runs[0])
 
 
 def test_scatter_add_out_of_range_index_is_an_error():

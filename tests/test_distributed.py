@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import minilm as ml
 from minilm import distributed
 from minilm.cli import main
 
@@ -40,9 +41,22 @@ needs_mpi = pytest.mark.skipif(
 )
 
 
+def _gpus() -> int:
+    import cupy
+
+    return cupy.cuda.runtime.getDeviceCount()
+
+
+if ml.default_device().name == "cuda" and _gpus() < 2:  # under MINILM_BACKEND=cupy each rank takes a GPU
+    needs_mpi = pytest.mark.skip(reason="two ranks on the cupy backend need two GPUs")
+
+# Open MPI's mpiexec refuses to run as root (containers) unless told twice; MPICH ignores these.
+_MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
 def mpiexec(ranks: int, *command, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, *command], capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd)
+                          timeout=TIMEOUT, cwd=cwd, env=_MPI_ENV)
 
 
 # ---------------------------------------------------------------------------------------

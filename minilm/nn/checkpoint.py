@@ -21,8 +21,6 @@ PyTorch's reentrant checkpoint. Backward through a checkpoint cannot itself be r
 
 from __future__ import annotations
 
-import copy
-
 from ..autograd import Function, GraphError, Tensor, enable_grad, is_grad_enabled, no_grad
 from .module import Module
 
@@ -40,7 +38,7 @@ class _Checkpoint(Function):
 
     def forward(self, *arrays):
         self.saved = arrays[: len(self.tensor_slots)]  # the only activations kept for backward
-        self.rng_state = copy.deepcopy(self.device.rng)  # dropout must draw the same numbers again
+        self.rng_state = self.device.copy_rng(self.device.rng)  # dropout must draw the same numbers again
         with no_grad():
             args, kwargs, _ = self._arguments(self.saved, record=False)
             result = self.fn(*args, **kwargs)
@@ -63,7 +61,7 @@ class _Checkpoint(Function):
         if is_grad_enabled():
             raise GraphError("backward through nn.checkpoint cannot be recorded (create_graph=True); "
                              "run that part without checkpointing")
-        callers_rng, self.device.rng = self.device.rng, copy.deepcopy(self.rng_state)
+        callers_rng, self.device.rng = self.device.rng, self.device.copy_rng(self.rng_state)
         try:
             with enable_grad():
                 args, kwargs, leaves = self._arguments(self.saved, record=True)

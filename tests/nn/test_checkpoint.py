@@ -111,6 +111,7 @@ def test_lora_adapters_behind_frozen_embeddings_get_gradients():
 
 def _retained_arrays(loss) -> tuple[int, int]:
     """(count, bytes) of the distinct arrays the graph behind `loss` keeps alive for backward."""
+    array_type = type(ml.default_device().xp.empty(0))  # NumPy's or CuPy's ndarray
     seen_functions, arrays, stack = set(), {}, [loss.creator]
     while stack:
         fn = stack.pop()
@@ -120,7 +121,7 @@ def _retained_arrays(loss) -> tuple[int, int]:
         for value in vars(fn).values():
             for item in value if isinstance(value, (tuple, list)) else (value,):
                 array = item.data if isinstance(item, ml.Tensor) else item
-                if isinstance(array, np.ndarray) and array.size > 1:
+                if isinstance(array, array_type) and array.size > 1:
                     arrays[id(array)] = array.nbytes
         stack.extend(x.creator for x in fn.inputs or ())
     return len(arrays), sum(arrays.values())
