@@ -310,12 +310,13 @@ class BPETokenizer(Tokenizer):
         cache = self._chunk_cache
         if len(cache) > MAX_CACHED_CHUNKS:
             cache.clear()
-        pieces = list(map(cache.get, chunks))
-        if None not in pieces:
-            return list(chain.from_iterable(pieces))
-        # Some chunks are new. `pieces` goes first: while the new chunks' ids are made, the garbage
-        # collector may walk every young list, and this one is as long as the text's chunks.
-        del pieces
+        if cache:  # an empty cache (a fresh tokenizer) has every chunk new: no lookups to try
+            pieces = list(map(cache.get, chunks))
+            if None not in pieces:
+                return list(chain.from_iterable(pieces))
+            # Some chunks are new. `pieces` goes first: while the new chunks' ids are made, the garbage
+            # collector may walk every young list, and this one is as long as the text's chunks.
+            del pieces
         new_chunks = list(set(chunks).difference(cache))
         cache.update(zip(new_chunks, self._encode_new_chunks(new_chunks)))
         return list(chain.from_iterable(map(cache.__getitem__, chunks)))
