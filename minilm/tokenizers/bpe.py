@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Collection, Iterable, Set
 from itertools import chain
@@ -290,7 +291,7 @@ class BPETokenizer(Tokenizer):
         workers = _worker_count(workers, sum(map(len, texts)))
         if workers == 1 or len(texts) < 2:
             return [self.encode(text, **encode_options) for text in texts]
-        return _in_processes(self, texts, encode_options, workers)
+        return [ids.tolist() for ids in _in_processes(self, texts, encode_options, workers)]
 
     def encode_ordinary_parallel(self, text: str, workers: int | None = None) -> list[int]:
         """`encode_ordinary(text)` for one large text (a training corpus), over `workers`
@@ -300,7 +301,7 @@ class BPETokenizer(Tokenizer):
         workers = _worker_count(workers, len(text))
         if workers == 1 or not can_cut(self.pattern):
             return self.encode_ordinary(text)
-        points = cut_points(text, -(-len(text) // (4 * workers)))
+        points = cut_points(text, -(-len(text) // workers))
         parts = [text[start:stop] for start, stop in zip(points[:-1], points[1:])]
         return list(chain.from_iterable(_in_processes(self, parts, {"allowed_special": "none"}, workers)))
 
@@ -644,27 +645,31 @@ def _worker_count(workers: int | None, total_chars: int) -> int:
     return max(1, min(cores, 8))
 
 
-# The tokenizer the forked workers encode with: set just before the pool forks, so each
-# worker inherits it (and its chunk cache) instead of receiving a pickled copy.
-_worker_tokenizer: BPETokenizer | None = None
+# What the forked workers encode: (tokenizer, texts, options), set just before the pool forks,
+# so that each worker inherits the tokenizer (and its chunk cache) and the texts instead of
+# receiving pickled copies through a pipe. A job is then only the index of a text.
+_worker_jobs: tuple[BPETokenizer, list[str], dict] | None = None
 _fork_lock = threading.Lock()
 
 
-def _encode_in_worker(job: tuple[str, dict]) -> list[int]:
-    text, options = job
-    return _worker_tokenizer.encode(text, **options)
+def _encode_in_worker(index: int) -> array:
+    tokenizer, texts, options = _worker_jobs
+    # Sent back as an array of 64-bit ints: pickled as one block of bytes, where a list of
+    # a million ints pickles (and unpickles, in the waiting parent) one int at a time.
+    return array("q", tokenizer.encode(texts[index], **options))
 
 
-def _in_processes(tokenizer: BPETokenizer, texts: list[str], options: dict, workers: int) -> list[list[int]]:
-    """encode(text, **options) for each text, in `workers` forked processes, in order."""
-    global _worker_tokenizer
+def _in_processes(tokenizer: BPETokenizer, texts: list[str], options: dict, workers: int) -> list[array]:
+    """encode(text, **options) for each text, in `workers` forked processes, in order, each
+    as an array of ids (the caller makes the lists: one pass, not two)."""
+    global _worker_jobs
     if "fork" not in multiprocessing.get_all_start_methods():
-        return [tokenizer.encode(text, **options) for text in texts]
+        return [array("q", tokenizer.encode(text, **options)) for text in texts]
     with _fork_lock:
-        _worker_tokenizer = tokenizer
+        _worker_jobs = (tokenizer, texts, options)
         try:
             with multiprocessing.get_context("fork").Pool(min(workers, len(texts))) as pool:
-                jobs = [(text, options) for text in texts]
-                return pool.map(_encode_in_worker, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
+                chunksize = max(1, len(texts) // (4 * workers))
+                return pool.map(_encode_in_worker, range(len(texts)), chunksize=chunksize)
         finally:
-            _worker_tokenizer = None
+            _worker_jobs = None
