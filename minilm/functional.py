@@ -315,7 +315,10 @@ class CrossEntropy(Function):
         row_weights = self._row_weights(self.exp_shifted.dtype)[:, None] * scale  # [N, 1]
         grad = self.exp_shifted * (row_weights / self.row_sums)  # softmax * weight: [N, C]
         if smoothing:
-            grad -= row_weights * (smoothing / classes)
+            if self.count == n and not isinstance(scale, Tensor) and xp.ndim(scale) == 0:
+                grad -= row_weights[0, 0] * (smoothing / classes)  # one weight for all rows: a scalar pass
+            else:
+                grad -= row_weights * (smoothing / classes)
         grad[xp.arange(n), self.safe_targets] -= (1 - smoothing) * row_weights[:, 0]
         return grad
 

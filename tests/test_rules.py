@@ -43,6 +43,7 @@ def _cases():
     for reduction in ("mean", "sum", "none"):
         yield F.CrossEntropy(targets, -100, reduction, 0.0), [_leaf(5, 4)]
     yield F.CrossEntropy(targets, -100, "mean", 0.1), [_leaf(5, 4)]
+    yield F.CrossEntropy(_on_device(np.array([1, 0, 3, 2, 2])), -100, "mean", 0.1), [_leaf(5, 4)]  # no row ignored
     yield F.Linear(), [_leaf(2, 3, 4), _leaf(5, 4), _leaf(5)]
     yield F.Linear(), [_leaf(3, 4), _leaf(5, 4)]
     yield F.SplitHeads(2, 3), [_leaf(2, 3, 12)]
