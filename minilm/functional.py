@@ -30,12 +30,14 @@ def _sum_keepdims(x, axis: int):
 # Softmax does not change when a row is shifted by a constant, and the textbook form shifts
 # each row by its max so that exp cannot overflow (float32's exp overflows above ~88.7).
 # NumPy's max over short rows is slow, though: on attention scores [B, H, T, T] it took as
-# long as the exp itself. So the shift is skipped when no entry exceeds _EXP_SAFE (checked
-# with one whole-array max), and kept when a row's exps all but underflow (its sum below
-# _EXP_SUM_FLOOR: every term that matters is then still a normal float, so the result is as
-# accurate as the shifted one). On a GPU the row max is cheap and the checks would each wait
-# for the device, so CuPy arrays always take the shift.
-_EXP_SAFE = 60.0
+# long as the exp itself. So exp runs on the unshifted x first, and the result is kept when
+# every row's sum is finite (no exp overflowed) and above _EXP_SUM_FLOOR (the terms that
+# matter are still normal floats, so it is as accurate as the shifted one). Only otherwise
+# (huge logits, rows masked down to nothing) is each row shifted by its max and exp run
+# again. Checking the sums, not a whole-array max first, spares a pass over the input: on
+# a training step's [B*T, vocab] logits that pass cost as much as a quarter of the exp.
+# On a GPU the row max is cheap and the checks would each wait for the device, so CuPy
+# arrays always take the shift.
 _EXP_SUM_FLOOR = 1e-30
 
 
@@ -43,13 +45,15 @@ def exp_and_sum(x, axis: int):
     """(e, sums, shift): e = exp(x - shift) and its sums along `axis` (kept as size 1), where
     the shift is 0 when that is safe (see above), else each row's max."""
     xp = ops._xp(x)
-    if xp is np and x.size and float(x.max()) <= _EXP_SAFE:
-        e = xp.exp(x)
-        sums = _sum_keepdims(e, axis)
-        if float(sums.min()) >= _EXP_SUM_FLOOR:
+    e = None
+    if xp is np and x.size:
+        with np.errstate(over="ignore"):  # an overflow is caught by the sums' check below
+            e = xp.exp(x)
+            sums = _sum_keepdims(e, axis)
+        if float(sums.min()) >= _EXP_SUM_FLOOR and float(sums.max()) < np.inf:  # False for NaN too
             return e, sums, 0.0
     shift = x.max(axis=axis, keepdims=True)
-    e = x - shift
+    e = xp.subtract(x, shift, out=e)  # reuses the first try's buffer
     xp.exp(e, out=e)
     return e, _sum_keepdims(e, axis), shift
 

@@ -131,10 +131,11 @@ def test_softmax_is_stable_for_large_inputs():
     assert np.all(np.isfinite(z.numpy()))
 
 
-@pytest.mark.parametrize("offset", [0.0, 59.0, 75.0, -70.0, -95.0, -120.0])
+@pytest.mark.parametrize("offset", [0.0, 59.0, 75.0, 84.0, 88.0, -70.0, -95.0, -120.0])
 def test_softmax_log_softmax_and_cross_entropy_match_float64_at_every_magnitude(offset):
-    """Rows near 0 skip the max shift (see functional.exp_and_sum); rows above the safe bound
-    and rows whose exps underflow take the shifted path. All must give float64's answer."""
+    """Rows whose exps neither overflow nor underflow skip the max shift (see
+    functional.exp_and_sum); rows whose exps (or their sums) overflow float32, and rows whose
+    exps underflow, take the shifted path. All must give float64's answer."""
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((6, 50)) * 3 + offset
     logits[1] += 200.0  # one row far above: the whole array takes the shifted path
