@@ -913,19 +913,22 @@ def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tens
 
 
 class SiLU(Function):
-    """x * sigmoid(x) (the 'swish' of SwiGLU); d/dx = s (1 + x (1 - s)), s = sigmoid(x)."""
+    """y = x * sigmoid(x) (the 'swish' of SwiGLU); with s = sigmoid(x),
+    d/dx = s (1 + x (1 - s)) = s + y (1 - s), the second form from the saved output y."""
 
     def forward(self, x):
         self.s = ops.Sigmoid().forward(x)
         return x * self.s
 
     def backward(self, gy):
-        x, s = self.inputs[0].data, self.s
-        slope = 1 - s  # s (1 + x (1 - s)), built in one buffer: these are the FFN's largest arrays
-        slope *= x
-        slope += 1
-        slope *= s
-        return gy * slope
+        y, s = self.output(), self.s
+        slope = 1 - s  # s + y (1 - s), built in one buffer: these are the FFN's largest arrays
+        slope *= y
+        slope += s
+        if slope.dtype != gy.dtype:  # the product takes the wider dtype, as gy * slope would
+            return gy * slope
+        slope *= gy
+        return slope
 
     def composite(self, x):
         return x * ops.sigmoid(x)

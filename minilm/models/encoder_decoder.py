@@ -470,8 +470,10 @@ class Transformer(nn.Module):
             if output_attentions:
                 attentions.append(weights)  # [B, H, T, S]
         weight = self.target_embeddings.weight if self.lm_head is None else self.lm_head.weight  # [V, C]
-        bias = ops.reshape(self.final_logits_bias, (-1,))  # [1, V] -> [V], added inside the GEMM's output
-        logits = F.linear(x, weight, bias)  # [B, T, C] @ [C, V] + [V] -> [B, T, V]
+        # Marian's and most BART checkpoints' final_logits_bias is all zeros: adding it would
+        # be one more pass over the [B, T, V] logits, the step's largest array, for nothing.
+        bias = ops.reshape(self.final_logits_bias, (-1,)) if self.final_logits_bias.data.any() else None  # [V]
+        logits = F.linear(x, weight, bias)  # [B, T, C] @ [C, V] (+ [V], inside the GEMM's output) -> [B, T, V]
         return ModelOutput(logits, attentions=attentions)
 
     def forward(self, src_ids, tgt_ids=None, src_attention_mask=None, tgt_attention_mask=None, labels=None,
