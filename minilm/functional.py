@@ -955,9 +955,18 @@ class SwiGLU(Function):
 
     def backward(self, gy):
         x, s = self.inputs[0].data, self.s
-        half = x.shape[-1] // 2
+        xp, half = ops._xp(x), x.shape[-1] // 2
         gate, up = x[..., :half], x[..., half:]
-        return ops._xp(x).concatenate([gy * up * (s * (1 + gate * (1 - s))), gy * gate * s], axis=-1)
+        gx = xp.empty(x.shape, dtype=xp.result_type(x, gy))  # [..., 2F]: both halves written in place
+        g_gate, g_up = gx[..., :half], gx[..., half:]
+        xp.multiply(gate, s, out=g_up)  # silu(gate) = gate s
+        xp.subtract(1, s, out=g_gate)  # s (1 + gate (1 - s)) = s + silu(gate) (1 - s)
+        g_gate *= g_up
+        g_gate += s
+        g_gate *= up
+        g_gate *= gy  # d/d gate = gy * up * (s + silu(gate) (1 - s))
+        g_up *= gy  # d/d up = gy * silu(gate)
+        return gx
 
     def composite(self, x):
         half = x.shape[-1] // 2
