@@ -7,7 +7,7 @@ feed-forward 1024, vocabulary 8000, sources and targets of 64 tokens with some s
 padding, batch 16, dropout 0.1, label smoothing 0.1). Both are timed alternately in one
 process; the ratio minilm / torch is printed beside the machine (below 1.0: minilm is faster).
 
-    python benchmarks/seq2seq_step.py [--steps 5] [--rounds 3] [--profile]
+    python benchmarks/seq2seq_step.py [--steps 5] [--rounds 3] [--threads 1] [--profile]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 from machine import describe_machine, torch_line  # benchmarks/ is the script's folder, first on sys.path
-from train_step import compare_steps
+from train_step import add_threads_argument, compare_steps, start_torch
 
 import minilm as ml
 from minilm import optim
@@ -99,8 +99,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round (median taken)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best median counts")
     parser.add_argument("--profile", action="store_true", help="print minilm's cProfile top entries")
+    add_threads_argument(parser)
     args = parser.parse_args()
-    import torch
+    torch = start_torch(args.threads)
 
     config = TransformerConfig.marian(
         vocab_size=args.vocab, d_model=args.width, encoder_layers=args.layers, decoder_layers=args.layers,
