@@ -463,6 +463,24 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 # ---------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------
+def _copy_rows(destination, source) -> None:
+    """destination[...] = source, for arrays whose last axis is the same contiguous row in
+    both (a head's D features), their other axes in any order (heads split or merged).
+
+    NumPy copies a transposed array element by element, and with rows of only 32 or 64
+    floats that runs at a fraction of memory speed. Viewed as one opaque (void) element per
+    row, each row moves as one block: splitting all-MiniLM-L6-v2's [256, 31, 3 * 12 * 32]
+    projection into heads, 13.0 -> 5.3 ms; a GPT's [16, 128, 3 * 4 * 64], 252 -> 185 us.
+    The bytes are the same either way."""
+    width = source.shape[-1] * source.itemsize
+    if (type(source) is np.ndarray and type(destination) is np.ndarray and width and source.dtype == destination.dtype
+            and source.strides[-1] == source.itemsize and destination.strides[-1] == destination.itemsize):
+        row = np.dtype((np.void, width))
+        destination.view(row)[..., 0] = source.view(row)[..., 0]
+    else:
+        destination[...] = source
+
+
 class SplitHeads(Function):
     """[B, T, parts * H * D] -> `parts` tensors [B, H, T, D] (e.g. q, k, v from one projection)."""
 
@@ -470,16 +488,17 @@ class SplitHeads(Function):
         self.num_heads, self.parts = num_heads, parts
 
     def forward(self, x):
-        split = x.reshape(self._split_shape(x.shape)).transpose(2, 0, 3, 1, 4)  # [B, T, P, H, D] -> [P, B, H, T, D]
+        view = x.reshape(self._split_shape(x.shape)).transpose(2, 0, 3, 1, 4)  # [B, T, P, H, D] -> [P, B, H, T, D]
         # One copy here makes each head's [T, D] matrix contiguous. Left as strided views,
         # every matmul in attention's forward and backward copies them again (6 copies).
-        split = ops._xp(x).ascontiguousarray(split)
+        split = ops._xp(x).empty(view.shape, dtype=x.dtype)
+        _copy_rows(split, view)
         return tuple(split[i] for i in range(self.parts))
 
     def backward(self, *grads):
         gx = ops._xp(grads[0]).empty(self._split_shape(self.inputs[0].shape), dtype=grads[0].dtype)  # [B, T, P, H, D]
         for part, grad in enumerate(grads):
-            gx[:, :, part] = grad.transpose(0, 2, 1, 3)  # [B, H, T, D] -> [B, T, H, D]
+            _copy_rows(gx[:, :, part], grad.transpose(0, 2, 1, 3))  # [B, H, T, D] -> [B, T, H, D]
         return gx.reshape(self.inputs[0].shape)  # -> [B, T, P * H * D]
 
     def composite(self, x):
@@ -496,12 +515,16 @@ class MergeHeads(Function):
 
     def forward(self, x):
         batch, heads, length, head_dim = x.shape
-        return x.transpose(0, 2, 1, 3).reshape(batch, length, heads * head_dim)
+        merged = ops._xp(x).empty((batch, length, heads, head_dim), dtype=x.dtype)
+        _copy_rows(merged, x.transpose(0, 2, 1, 3))  # [B, H, T, D] -> [B, T, H, D]
+        return merged.reshape(batch, length, heads * head_dim)
 
     def backward(self, gy):
         batch, heads, length, head_dim = self.inputs[0].shape
         # contiguous, as SplitHeads' outputs: attention's backward multiplies it twice
-        return ops._xp(gy).ascontiguousarray(gy.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3))
+        gx = ops._xp(gy).empty(self.inputs[0].shape, dtype=gy.dtype)
+        _copy_rows(gx, gy.reshape(batch, length, heads, head_dim).transpose(0, 2, 1, 3))  # -> [B, H, T, D]
+        return gx
 
     def composite(self, x):
         batch, heads, length, head_dim = x.shape
