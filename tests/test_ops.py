@@ -181,3 +181,26 @@ def test_layer_norm_without_bias_or_affine_parameters():
     gradcheck(lambda x: F.layer_norm(x), [x])
     gradcheck(lambda x, w: F.layer_norm(x, w), [x, w])
     gradgradcheck(lambda x, w: F.layer_norm(x, w), [x, w])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_split_and_merge_heads_move_rows_exactly_from_any_layout(dtype):
+    """Heads are copied row by row as opaque blocks (functional._copy_rows) where the last axis
+    is contiguous, element by element otherwise: both give exactly the transposed values."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 2 * 4 * 6)).astype(dtype)  # [B, T, parts * H * D]
+    q, k = F.split_heads(ml.Tensor(x), num_heads=4, parts=2)
+    expected = x.reshape(3, 5, 2, 4, 6).transpose(2, 0, 3, 1, 4)
+    np.testing.assert_array_equal(q.numpy(), expected[0])
+    np.testing.assert_array_equal(k.numpy(), expected[1])
+    assert q.numpy().flags.c_contiguous
+    strided = rng.standard_normal((3, 4, 5, 12)).astype(dtype)[..., ::2]  # last axis not contiguous
+    for heads in (q.numpy(), strided):
+        merged = F.merge_heads(ml.Tensor(heads)).numpy()
+        np.testing.assert_array_equal(merged, heads.transpose(0, 2, 1, 3).reshape(3, heads.shape[2], -1))
+    # backward's direction: a part of the [B, T, parts, H, D] gradient, a strided destination
+    upstream = rng.standard_normal((2, 3, 4, 5, 6)).astype(dtype)  # [parts, B, H, T, D]
+    leaf = ml.Tensor(x, requires_grad=True)
+    first, second = F.split_heads(leaf, num_heads=4, parts=2)
+    ((first * ml.Tensor(upstream[0])).sum() + (second * ml.Tensor(upstream[1])).sum()).backward()
+    np.testing.assert_array_equal(leaf.grad.numpy(), upstream.transpose(1, 3, 0, 2, 4).reshape(x.shape))
