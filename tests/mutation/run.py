@@ -135,6 +135,11 @@ BREAKAGES = [
              "        slope *= y\n        slope += s\n",
              "        slope *= y\n        slope += 1\n",
              ("tests/test_rules.py", "-k", "silu")),
+    Breakage("copy-rows-half", "split/merge heads' row-block copy moves only the first half of each row",
+             "minilm/functional.py",
+             "        row = np.dtype((np.void, width))\n",
+             "        row = np.dtype((np.void, width // 2))\n",
+             ("tests/test_ops.py", "-k", "heads")),
     # Of the kind the suite already caught (gradient rules, beam search, the KV cache,
     # bit-exact resume, BPE chunk counts, AdamW, safetensors byte order).
     Breakage("grad-mul", "gradient rule: d(a*b)/da uses a instead of b",
