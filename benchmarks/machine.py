@@ -85,6 +85,16 @@ def blas() -> str:
     return f"{name} threads={threads if threads is not None else '?'}"
 
 
+def minilm_threads() -> str:
+    """How many threads minilm's own kernels use, and whether it splits the GEMMs itself."""
+    from minilm import parallel
+
+    blas_state = parallel.take_over_blas()
+    gemms = (f"GEMMs split by minilm over {parallel.gemm_threads()} threads" if blas_state["applied"]
+             else f"GEMMs left to the BLAS ({blas_state['reason']})")
+    return f"minilm threads={parallel.num_threads()}, {gemms}"
+
+
 def load() -> str:
     try:
         one, five, _ = os.getloadavg()
@@ -99,6 +109,7 @@ def describe_machine(peer: str | None = None) -> str:
         (f"machine: {cpu_model()}, {os.cpu_count()} cores, ISA {vector_isa()}, "
          f"{platform.python_implementation()} {platform.python_version()}"),
         f"machine: numpy {np.__version__} with {blas()}; {load()}",
+        f"machine: {minilm_threads()}",
     ]
     if peer:
         lines.append(f"machine: {peer}")

@@ -13,11 +13,14 @@ import threading
 
 import numpy as np
 
-from . import allocator, special
+from . import allocator, parallel, special
 
 # Keep freed memory for reuse (glibc's mmap/trim thresholds; MINILM_MALLOC_POLICY=0 turns it
 # off): without it every large temporary of a training step is a fresh, zero-filled mmap.
 allocator.apply_policy()
+# OpenBLAS on one thread, minilm's threads splitting the large GEMMs (MINILM_THREADED_GEMM=0
+# turns it off): idle OpenBLAS workers spin and would take the second core from the rest.
+parallel.take_over_blas()
 
 
 class BackendError(RuntimeError):

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from . import backend as _backend
-from . import ops
+from . import ops, parallel
 from .autograd import Function, Tensor, data_of, is_grad_enabled
 from .ops import register, relu, sigmoid, tanh  # noqa: F401 - re-exported as F.relu etc.
 
@@ -43,12 +43,24 @@ _EXP_SUM_FLOOR = 1e-30
 
 def exp_and_sum(x, axis: int):
     """(e, sums, shift): e = exp(x - shift) and its sums along `axis` (kept as size 1), where
-    the shift is 0 when that is safe (see above), else each row's max."""
+    the shift is 0 when that is safe (see above), else each row's max. Rows along the last
+    axis are split across threads in blocks (minilm.parallel); the check is over all rows."""
     xp = ops._xp(x)
     e = None
     if xp is np and x.size:
-        with np.errstate(over="ignore"):  # an overflow is caught by the sums' check below
-            e = xp.exp(x)
+        if axis in (-1, x.ndim - 1):
+            e, sums = np.empty_like(x), np.empty(x.shape[:-1] + (1,), dtype=x.dtype)
+            x_rows, e_rows, sum_rows = x.reshape(-1, x.shape[-1]), e.reshape(-1, x.shape[-1]), sums.reshape(-1, 1)
+
+            def block(start, stop):  # rows start:stop
+                with np.errstate(over="ignore"):  # an overflow is caught by the sums' check below
+                    np.exp(x_rows[start:stop], out=e_rows[start:stop])
+                sum_rows[start:stop] = ops.sum_last_axis(e_rows[start:stop])
+
+            parallel.over_blocks(len(x_rows), block, grain=_ROWS_GRAIN // x.shape[-1], align=16)
+        else:
+            with np.errstate(over="ignore"):
+                e = np.exp(x)
             sums = _sum_keepdims(e, axis)
         if float(sums.min()) >= _EXP_SUM_FLOOR and float(sums.max()) < np.inf:  # False for NaN too
             return e, sums, 0.0
@@ -130,52 +142,65 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_CUBIC = 0.044715
 
 
-def _gelu_tanh_backward_in_place(x, t, gy):
-    """gy * d/dx [0.5 x (1 + t)], t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), in one
-    buffer: on the [B, T, 4C] MLP activations every temporary is a full extra pass over memory."""
+def _gelu_tanh_backward_into(x, t, gy, out):
+    """out = gy * d/dx [0.5 x (1 + t)], t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3), with
+    one temporary: on the [B, T, 4C] MLP activations every temporary is an extra pass."""
     xp = ops._xp(x)
-    out = xp.multiply(x, x, out=xp.empty_like(x))
+    xp.multiply(x, x, out=out)
     out *= 3 * _TANH_CUBIC * _SQRT_2_OVER_PI
     out += _SQRT_2_OVER_PI  # du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), constants folded
     out *= x
-    square = xp.multiply(t, t, out=xp.empty_like(t))
+    square = xp.multiply(t, t)
     xp.subtract(1, square, out=square)
     out *= square  # x (1 - t^2) du/dx
     out += t
     out += 1
     out *= 0.5  # 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
     out *= gy
-    return out
 
 
 class GELU(Function):
+    """x Phi(x), exact or in GPT-2's tanh form; elementwise, in cache-sized ranges split across
+    threads (minilm.parallel)."""
+
     def __init__(self, approximate: str):
         self.approximate = approximate
 
     def forward(self, x):
         xp = ops._xp(x)
         if self.approximate == "tanh":
-            inner = xp.multiply(x, x, out=xp.empty_like(x))  # (out=: a 0-d x still gives an array)
-            inner *= _SQRT_2_OVER_PI * _TANH_CUBIC
-            inner += _SQRT_2_OVER_PI
-            inner *= x  # u = sqrt(2/pi) (x + 0.044715 x^3), as x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2)
-            self.t = xp.tanh(inner, out=inner)  # tanh(u)
-            y = self.t + 1
-            y *= x
-            y *= 0.5
+            flat = ops.float_elements(x)  # [size]
+            self.t, y = xp.empty_like(flat), xp.empty_like(flat)
+
+            def piece(start, stop):
+                xs, inner = flat[start:stop], self.t[start:stop]
+                xp.multiply(xs, xs, out=inner)
+                inner *= _SQRT_2_OVER_PI * _TANH_CUBIC
+                inner += _SQRT_2_OVER_PI
+                inner *= xs  # u = sqrt(2/pi) (x + 0.044715 x^3), as x (sqrt(2/pi) + sqrt(2/pi) 0.044715 x^2)
+                xp.tanh(inner, out=inner)  # t = tanh(u), kept for backward
+                ys = xp.add(inner, 1, out=y[start:stop])
+                ys *= xs
+                ys *= 0.5
+
+            parallel.in_parallel(flat.size, piece, like=x)
+            return y.reshape(x.shape)
+        # Phi(x), the standard normal CDF, and y = x Phi(x) in one pass (see minilm.special);
+        # under no_grad nothing will ask for Phi(x): one output array, not two.
+        if is_grad_enabled():
+            self.cdf, y = _backend.device_of(x).normal_cdf(x, times_x=True)
         else:
-            # Phi(x), the standard normal CDF, and y = x Phi(x) in one pass (see minilm.special);
-            # under no_grad nothing will ask for Phi(x): one output array, not two.
-            if is_grad_enabled():
-                self.cdf, y = _backend.device_of(x).normal_cdf(x, times_x=True)
-            else:
-                y = _backend.device_of(x).gelu(x)
+            y = _backend.device_of(x).gelu(x)
         return y
 
     def backward(self, gy):
         x = self.inputs[0].data
         if self.approximate == "tanh":
-            return _gelu_tanh_backward_in_place(x, self.t, gy)
+            xp, flat_x, flat_gy = ops._xp(gy), ops.float_elements(x), gy.reshape(-1)
+            gx = xp.empty(flat_gy.shape, dtype=xp.result_type(flat_gy, self.t))
+            parallel.in_parallel(gx.size, lambda start, stop: _gelu_tanh_backward_into(
+                flat_x[start:stop], self.t[start:stop], flat_gy[start:stop], gx[start:stop]), like=gy)
+            return gx.reshape(gy.shape)
         return _backend.device_of(x).gelu_grad(x, self.cdf, gy)  # gy (Phi(x) + x phi(x))
 
     def composite(self, x):
@@ -195,11 +220,19 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 # ---------------------------------------------------------------------------------------
 # Layer normalization
 # ---------------------------------------------------------------------------------------
+# Row-wise work (layer norm, softmax rows) is split across threads in blocks of at least
+# this many elements: smaller ones cost more to hand to a thread than they take.
+_ROWS_GRAIN = 262144
+
 class LayerNorm(Function):
     """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis, as one node.
 
     Backward, with x_hat the normalized x, g = gy * weight and 1/std saved by forward:
       dx = (1/std) * (g - mean(g) - x_hat * mean(g * x_hat)),  dweight = sum gy * x_hat,  dbias = sum gy
+    where mean(g) = (gy @ weight) / C and mean(g * x_hat) = ((gy * x_hat) @ weight) / C are
+    row-by-row dot products, so g never needs a buffer of its own. Rows are independent: the
+    threads each take a block of them (minilm.parallel). The column sums for dweight and dbias
+    run over all rows at once, so they do not depend on the thread count.
     """
 
     autocast_policy = "float32"
@@ -209,34 +242,58 @@ class LayerNorm(Function):
 
     def forward(self, x, *affine):
         xp = ops._xp(x)
-        inv_n = 1.0 / x.shape[-1]
-        centered = x - ops.sum_last_axis(x) * inv_n  # [..., C]
-        variance = ops.sum_last_axis(centered * centered) * inv_n  # [..., 1]
-        self.inv_std = 1.0 / xp.sqrt(variance + self.eps)  # [..., 1]
-        centered *= self.inv_std
-        self.x_hat = centered  # [..., C]
-        if not affine:
-            return centered
-        y = centered * affine[0] if self.has_weight else centered.copy()
-        if self.has_bias:
-            y += affine[-1]
-        return y
+        width = x.shape[-1]
+        rows = x.reshape(-1, width)  # [N, C]
+        ones = xp.ones(width, dtype=x.dtype)
+        x_hat = xp.empty(rows.shape, dtype=x.dtype)  # [N, C]
+        inv_std = xp.empty((rows.shape[0], 1), dtype=x.dtype)  # [N, 1]
+        y = xp.empty(rows.shape, dtype=xp.result_type(x, *affine)) if affine else x_hat
+
+        def block(start, stop):  # rows start:stop
+            xb, centered = rows[start:stop], x_hat[start:stop]
+            xp.subtract(xb, (xb @ ones)[:, None] * (1.0 / width), out=centered)  # x - mean
+            variance = ((centered * centered) @ ones)[:, None] * (1.0 / width)  # [rows, 1]
+            inv_std[start:stop] = 1.0 / xp.sqrt(variance + self.eps)
+            centered *= inv_std[start:stop]  # x_hat
+            if self.has_weight:
+                xp.multiply(centered, affine[0], out=y[start:stop])
+            elif affine:
+                y[start:stop] = centered
+            if self.has_bias:
+                y[start:stop] += affine[-1]
+
+        parallel.over_blocks(rows.shape[0], block, grain=_ROWS_GRAIN // width, align=16, like=x)
+        self.x_hat, self.inv_std = x_hat, inv_std
+        return y.reshape(x.shape)
 
     def backward(self, gy):
-        x, x_hat, inv_n = self.inputs[0], self.x_hat, 1.0 / self.x_hat.shape[-1]
-        g = gy * self.inputs[1].data if self.has_weight else gy  # d loss / d x_hat
-        grads = [None]
-        if x.requires_grad:
-            mean_g = ops.sum_last_axis(g) * inv_n  # [..., 1]
-            mean_g_x_hat = ops.sum_last_axis(g * x_hat) * inv_n  # [..., 1]
-            gx = g - x_hat * mean_g_x_hat  # [..., C], then edited in place (no more temporaries)
-            gx -= mean_g
-            gx *= self.inv_std
-            grads[0] = gx
-        if self.has_weight:  # [..., C]: the engine sums it down to the weight's [C]
-            grads.append(gy * x_hat if self.inputs[1].requires_grad else None)
+        x, x_hat, inv_std = self.inputs[0], self.x_hat, self.inv_std
+        xp, width = ops._xp(gy), x_hat.shape[-1]
+        g_rows = gy.reshape(-1, width)  # [N, C]
+        weight = self.inputs[1].data if self.has_weight else xp.ones(width, dtype=gy.dtype)
+        # gy * x_hat: the rows' dot products with the weight, and the weight's gradient
+        gy_x_hat = xp.empty(g_rows.shape, dtype=xp.result_type(gy, x_hat))
+        gx = xp.empty(g_rows.shape, dtype=gy_x_hat.dtype) if x.requires_grad else None
+
+        def block(start, stop):  # rows start:stop
+            g, xh, product = g_rows[start:stop], x_hat[start:stop], gy_x_hat[start:stop]
+            xp.multiply(g, xh, out=product)
+            if gx is None:
+                return
+            mean_g = (g @ weight)[:, None] * (1.0 / width)  # [rows, 1]
+            mean_g_x_hat = (product @ weight)[:, None] * (1.0 / width)  # [rows, 1]
+            out = gx[start:stop]
+            xp.multiply(g, weight, out=out)  # g = gy * weight
+            out -= mean_g
+            out -= xh * mean_g_x_hat
+            out *= inv_std[start:stop]
+
+        parallel.over_blocks(g_rows.shape[0], block, grain=_ROWS_GRAIN // width, align=16, like=gy)
+        grads = [None if gx is None else gx.reshape(x.shape)]
+        if self.has_weight:  # [C]: column sums over every row
+            grads.append(ops.sum_leading_axes(gy_x_hat, 1) if self.inputs[1].requires_grad else None)
         if self.has_bias:
-            grads.append(gy if self.inputs[-1].requires_grad else None)
+            grads.append(ops.sum_leading_axes(g_rows, 1) if self.inputs[-1].requires_grad else None)
         return tuple(grads)
 
     def composite(self, x, *affine):
@@ -317,12 +374,16 @@ class CrossEntropy(Function):
         n, classes = self.exp_shifted.shape
         smoothing = self.label_smoothing
         row_weights = self._row_weights(self.exp_shifted.dtype)[:, None] * scale  # [N, 1]
-        grad = self.exp_shifted * (row_weights / self.row_sums)  # softmax * weight: [N, C]
-        if smoothing:
-            if self.count == n and not isinstance(scale, Tensor) and xp.ndim(scale) == 0:
-                grad -= row_weights[0, 0] * (smoothing / classes)  # one weight for all rows: a scalar pass
-            else:
-                grad -= row_weights * (smoothing / classes)
+        factors = row_weights / self.row_sums  # [N, 1]
+        one_weight = self.count == n and xp.ndim(scale) == 0  # one weight for all rows: a scalar pass
+        grad = xp.empty(self.exp_shifted.shape, dtype=xp.result_type(self.exp_shifted, factors))
+
+        def block(start, stop):  # rows start:stop: softmax * weight - smoothing * weight / C
+            rows = xp.multiply(self.exp_shifted[start:stop], factors[start:stop], out=grad[start:stop])
+            if smoothing:
+                rows -= (row_weights[0, 0] if one_weight else row_weights[start:stop]) * (smoothing / classes)
+
+        parallel.over_blocks(n, block, grain=_ROWS_GRAIN // max(classes, 1), align=16, like=grad)
         grad[xp.arange(n), self.safe_targets] -= (1 - smoothing) * row_weights[:, 0]
         return grad
 
@@ -426,10 +487,10 @@ class Linear(Function):
         x2 = x.reshape(-1, x.shape[-1])  # [..., in] -> [N, in]: one large GEMM
         if x2.shape[0] <= _FEW_ROWS and isinstance(x2, np.ndarray):
             y = np.einsum("ni,oi->no", x2, weight)  # token-by-token decoding: see _FEW_ROWS
+            if bias is not None:
+                y += bias
         else:
-            y = x2 @ weight.T  # [N, in] @ [in, out] -> [N, out]
-        if bias is not None:
-            y += bias
+            y = parallel.matmul(x2, weight.T, bias)  # [N, in] @ [in, out] + [out] -> [N, out]
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, gy):
@@ -437,9 +498,9 @@ class Linear(Function):
         g2 = gy.reshape(-1, gy.shape[-1])  # [N, out]
         grads = [None, None]
         if x.requires_grad:
-            grads[0] = (g2 @ weight.data).reshape(x.shape)  # [N, out] @ [out, in] -> [..., in]
+            grads[0] = parallel.matmul(g2, weight.data).reshape(x.shape)  # [N, out] @ [out, in] -> [..., in]
         if weight.requires_grad:
-            grads[1] = g2.T @ x.data.reshape(-1, x.shape[-1])  # [out, N] @ [N, in] -> [out, in]
+            grads[1] = parallel.matmul(g2.T, x.data.reshape(-1, x.shape[-1]))  # [out, N] @ [N, in] -> [out, in]
         if len(self.inputs) == 3:
             grads.append(ops.sum_leading_axes(g2, 1) if self.inputs[2].requires_grad else None)  # [out]
         return tuple(grads)
@@ -566,42 +627,81 @@ class Attention(Function):
 
     def forward(self, q, k, v):
         xp = ops._xp(q)
-        scores = ops.MatMul().forward(q, k.swapaxes(-1, -2))  # [..., L, E] @ [..., E, S] -> [..., L, S]
-        scores = _in_dtype(scores, scores_dtype(scores.dtype))
-        scores *= self.scale
-        if self.mask is not None:
-            if self.mask.dtype == bool:  # as a 0 / -inf array of the mask's (small) shape, added in place:
-                # 3x faster than where(), which builds a second full-size scores array
-                zero, minus_inf = scores.dtype.type(0), scores.dtype.type(-np.inf)
-                scores += xp.where(self.mask, zero, minus_inf)
-            else:
-                scores += self.mask
-        probabilities = Softmax(-1).forward(scores)  # [..., L, S]
-        self.probabilities = probabilities
-        weights = probabilities if self.keep is None else probabilities * self.keep
-        out = ops.MatMul().forward(_in_dtype(weights, v.dtype), v)  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
-        return (out, weights) if self.return_weights else out
+        scores_shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
+        self.probabilities = xp.empty(scores_shape, dtype=scores_dtype(xp.result_type(q, k)))  # [..., L, S]
+        out = xp.empty(scores_shape[:-1] + (v.shape[-1],), dtype=v.dtype)  # [..., L, Ev]
+        weights_out = xp.empty(scores_shape, dtype=v.dtype) if self.return_weights else None
+
+        def block(rows):  # the sequences `rows` of the batch (all of them when unsplit)
+            scores = ops.MatMul().forward(q[rows], k[rows].swapaxes(-1, -2))  # [..., L, E] @ [..., E, S] -> [..., L, S]
+            scores = _in_dtype(scores, self.probabilities.dtype)
+            scores *= self.scale
+            mask = self._part(self.mask, rows)
+            if mask is not None:
+                if mask.dtype == bool:  # as a 0 / -inf array of the mask's (small) shape, added in place:
+                    # 3x faster than where(), which builds a second full-size scores array
+                    zero, minus_inf = scores.dtype.type(0), scores.dtype.type(-np.inf)
+                    scores += xp.where(mask, zero, minus_inf)
+                else:
+                    scores += mask
+            exp_scores, sums, _ = exp_and_sum(scores, -1)
+            probabilities = xp.divide(exp_scores, sums, out=self.probabilities[rows])  # softmax: [..., L, S]
+            keep = self._part(self.keep, rows)
+            weights = _in_dtype(probabilities if keep is None else probabilities * keep, v.dtype)
+            xp.matmul(weights, ops._gemm_ready(v[rows]), out=out[rows])  # [..., L, S] @ [..., S, Ev] -> [..., L, Ev]
+            if weights_out is not None:
+                weights_out[rows] = weights
+
+        self._over_batch(q, k, v, block)
+        return (out, weights_out) if self.return_weights else out
 
     def backward(self, gy, g_weights=None):
         q, k, v = (t.data for t in self.inputs)
-        probabilities, keep = self.probabilities, self.keep
-        weights = probabilities if keep is None else probabilities * keep
-        g_dropped = ops._matmul(gy, v.swapaxes(-1, -2))  # [..., L, Ev] @ [..., Ev, S] -> [..., L, S]
-        if g_weights is not None:
-            g_dropped = g_dropped + g_weights
-        g_probabilities = g_dropped if keep is None else g_dropped * keep
-        # gS = P * (gP - sum(gP * P)) * scale, in one buffer (create_graph runs the composite,
-        # so this rule only ever sees arrays)
-        g_scores = g_probabilities * probabilities
-        row_sums = ops.sum_last_axis(g_scores)  # [..., L, 1]
-        ops._xp(g_scores).subtract(g_probabilities, row_sums, out=g_scores)
-        g_scores *= probabilities
-        g_scores *= self.scale
-        g_scores = _in_dtype(g_scores, q.dtype)  # float32 -> float16 under mixed precision
-        gq = ops._matmul(g_scores, k)  # [..., L, S] @ [..., S, E]
-        gk = ops._matmul(g_scores.swapaxes(-1, -2), q)  # [..., S, L] @ [..., L, E]
-        gv = ops._matmul(_in_dtype(weights, v.dtype).swapaxes(-1, -2), gy)  # [..., S, L] @ [..., L, Ev]
+        xp = ops._xp(gy)
+        gq, gk = xp.empty(q.shape, dtype=q.dtype), xp.empty(k.shape, dtype=q.dtype)
+        gv = xp.empty(v.shape, dtype=xp.result_type(v, gy))
+
+        def block(rows):  # the sequences `rows` of the batch (all of them when unsplit)
+            probabilities, keep, g_out = self.probabilities[rows], self._part(self.keep, rows), gy[rows]
+            weights = probabilities if keep is None else probabilities * keep
+            g_dropped = ops._matmul(g_out, v[rows].swapaxes(-1, -2))  # [..., L, Ev] @ [..., Ev, S] -> [..., L, S]
+            if g_weights is not None:
+                g_dropped = g_dropped + g_weights[rows]
+            g_probabilities = g_dropped if keep is None else g_dropped * keep
+            # gS = P * (gP - sum(gP * P)) * scale, in one buffer (create_graph runs the composite,
+            # so this rule only ever sees arrays)
+            g_scores = g_probabilities * probabilities
+            row_sums = ops.sum_last_axis(g_scores)  # [..., L, 1]
+            xp.subtract(g_probabilities, row_sums, out=g_scores)
+            g_scores *= probabilities
+            g_scores *= self.scale
+            g_scores = _in_dtype(g_scores, q.dtype)  # float32 -> float16 under mixed precision
+            xp.matmul(g_scores, ops._gemm_ready(k[rows]), out=gq[rows])  # [..., L, S] @ [..., S, E]
+            xp.matmul(g_scores.swapaxes(-1, -2), ops._gemm_ready(q[rows]), out=gk[rows])  # [..., S, L] @ [..., L, E]
+            weights_t = _in_dtype(weights, v.dtype).swapaxes(-1, -2)
+            xp.matmul(weights_t, ops._gemm_ready(g_out), out=gv[rows])  # [..., S, L] @ [..., L, Ev]
+
+        self._over_batch(q, k, v, block)
         return gq, gk, gv
+
+    @staticmethod
+    def _over_batch(q, k, v, block) -> None:
+        """Run block(rows) over the batch: split across threads by sequences when q, k and v
+        share their leading [B, ...] axes (each sequence's attention is independent), else
+        block(everything) at once."""
+        if q.ndim < 3 or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+            block(Ellipsis)
+            return
+        per_sequence = q.size // q.shape[0] * k.shape[-2]  # multiply-adds of a sequence's scores
+        parallel.over_blocks(q.shape[0], lambda start, stop: block(slice(start, stop)),
+                             grain=-(-parallel.GEMM_GRAIN // per_sequence), like=q)
+
+    def _part(self, array, rows):
+        """The rows' part of a mask or keep array that broadcasts against the scores [B, ..., L, S]
+        (one with fewer axes, or a batch axis of 1, is shared by every sequence)."""
+        if array is None or rows is Ellipsis or array.ndim < self.probabilities.ndim or array.shape[0] == 1:
+            return array
+        return array[rows]
 
     def composite(self, q, k, v):
         scores = ops.matmul(q, ops.swapaxes(k, -1, -2))  # [..., L, S]
@@ -937,21 +1037,34 @@ def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tens
 
 class SiLU(Function):
     """y = x * sigmoid(x) (the 'swish' of SwiGLU); with s = sigmoid(x),
-    d/dx = s (1 + x (1 - s)) = s + y (1 - s), the second form from the saved output y."""
+    d/dx = s (1 + x (1 - s)) = s + y (1 - s), the second form from the saved output y.
+    Elementwise, in cache-sized ranges split across threads (minilm.parallel)."""
 
     def forward(self, x):
-        self.s = ops.Sigmoid().forward(x)
-        return x * self.s
+        xp = ops._xp(x)
+        flat = ops.float_elements(x)  # [size]
+        self.s, y = xp.empty_like(flat), xp.empty_like(flat)
+
+        def piece(start, stop):
+            s = ops.sigmoid_into(flat[start:stop], self.s[start:stop])
+            xp.multiply(flat[start:stop], s, out=y[start:stop])
+
+        parallel.in_parallel(flat.size, piece, like=x)
+        return y.reshape(x.shape)
 
     def backward(self, gy):
-        y, s = self.output(), self.s
-        slope = 1 - s  # s + y (1 - s), built in one buffer: these are the FFN's largest arrays
-        slope *= y
-        slope += s
-        if slope.dtype != gy.dtype:  # the product takes the wider dtype, as gy * slope would
-            return gy * slope
-        slope *= gy
-        return slope
+        xp = ops._xp(gy)
+        y, s, g = self.output().reshape(-1), self.s, gy.reshape(-1)
+        gx = xp.empty(g.shape, dtype=xp.result_type(g, s))
+
+        def piece(start, stop):
+            slope = xp.subtract(1, s[start:stop], out=gx[start:stop])  # s + y (1 - s), in gx's buffer
+            slope *= y[start:stop]
+            slope += s[start:stop]
+            slope *= g[start:stop]
+
+        parallel.in_parallel(g.size, piece, like=gy)
+        return gx.reshape(gy.shape)
 
     def composite(self, x):
         return x * ops.sigmoid(x)

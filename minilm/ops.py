@@ -26,6 +26,7 @@ import numbers
 import numpy as np
 
 from . import backend as _backend
+from . import parallel
 from .autograd import Function, Tensor, _to_array, data_of, is_grad_enabled
 
 OPS: dict[str, callable] = {}
@@ -290,13 +291,29 @@ class Tanh(Function):
         return gy * (1 - y * y)
 
 
+def float_elements(x):
+    """x as one flat run of floating-point elements (integers as float64): [size]."""
+    flat = x.reshape(-1)
+    return flat if flat.dtype.kind == "f" else flat.astype(np.float64)
+
+
+def sigmoid_into(x, out):
+    """out = sigmoid(x) for float arrays of one shape; returns out.
+    0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) and never overflows."""
+    xp = _xp(x)
+    xp.multiply(x, 0.5, out=out)
+    xp.tanh(out, out=out)
+    out += 1
+    out *= 0.5
+    return out
+
+
 class Sigmoid(Function):
     def forward(self, x):
-        # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) and never overflows.
-        y = _xp(x).tanh(x * 0.5)
-        y += 1
-        y *= 0.5
-        return y
+        flat = float_elements(x)
+        y = _xp(x).empty_like(flat)
+        parallel.in_parallel(flat.size, lambda start, stop: sigmoid_into(flat[start:stop], y[start:stop]), like=x)
+        return y.reshape(x.shape)
 
     def backward(self, gy):
         y = self.output()
@@ -860,10 +877,10 @@ class MatMul(Function):
     def forward(self, a, b):
         if a.ndim > 2 and b.ndim == 2:
             # [..., n, k] @ [k, m]: one large GEMM on [(...n), k] beats a loop of small ones.
-            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+            return parallel.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[-1],))
         if a.ndim > 2:
             a, b = _gemm_ready(a), _gemm_ready(b)
-        return a @ b
+        return parallel.matmul(a, b)
 
     def backward(self, gy):
         a, b = self.inputs
@@ -875,7 +892,7 @@ class MatMul(Function):
             if a.ndim > 2 and b.ndim == 2:
                 # sum over the batch of a^T @ gy, as one GEMM: [k, (...n)] @ [(...n), m]
                 a2 = a_value.reshape(-1, a.shape[-1])
-                gb = a2.swapaxes(0, 1) @ gy.reshape(-1, gy.shape[-1])
+                gb = parallel.matmul(a2.swapaxes(0, 1), gy.reshape(-1, gy.shape[-1]))
             else:
                 gb = _matmul(a_value.swapaxes(-1, -2), gy)
         return ga, gb

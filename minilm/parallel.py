@@ -1,23 +1,40 @@
-"""Large elementwise work split across the CPU cores with threads.
+"""minilm's own threads: large GEMMs, row-wise and elementwise work split across the CPU cores.
 
-NumPy releases the GIL inside its loops (ufuncs, copies, `take`/`put` on numeric arrays), so
-Python threads can run elementwise work on several cores at once: each thread takes its own
-contiguous range of elements, in chunks small enough to stay in the caches. Every element is
-computed by the same code whatever the thread count, so results are bit-identical to a
-single-threaded run (no reductions are split here).
+NumPy releases the GIL inside its loops (ufuncs, copies, `take`/`put` on numeric arrays) and
+inside BLAS calls, so Python threads can run NumPy work on several cores at once: each thread
+takes its own contiguous block of rows or elements. Every element is computed by the same code
+whatever the thread count, so results are bit-identical to a single-threaded run (no reduction
+is ever split across threads; a GEMM is split by rows or columns of its output, and OpenBLAS
+gives each output element the same sum whichever block it is in).
 
-    in_parallel(x.size, lambda start, stop: work(x[start:stop], out[start:stop]))
+    in_parallel(x.size, lambda start, stop: work(x[start:stop], out[start:stop]))   # elements
+    over_blocks(rows, lambda start, stop: work(x[start:stop], out[start:stop]), grain)  # rows
+    y = matmul(a, b, bias)                                                        # a GEMM
+
+Why minilm splits GEMMs itself (`take_over_blas`): OpenBLAS's own worker threads keep spinning
+for a while after each GEMM, waiting for the next one. A training step alternates GEMMs with
+elementwise work (LayerNorm, activations, softmax), and a thread of minilm's that runs that work
+on the second core then shares it with a spinning OpenBLAS worker: measured on 2 cores, a
+sigmoid on 1M floats right after a GEMM took 0.66 ms on one thread and no less on two. So at
+import minilm sets OpenBLAS to one thread and splits large GEMMs across its own threads, which
+sleep when idle: the GEMMs run as fast as before (within a few percent either way) and the
+rest of the step gets the second core. `MINILM_THREADED_GEMM=0` leaves OpenBLAS as it is (then
+minilm does not split GEMMs); so does setting OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
+OMP_NUM_THREADS yourself, or a NumPy built on another BLAS.
 
 Threads: `MINILM_NUM_THREADS` if set, else the cores this process may run on (at most 8).
-Work smaller than two chunks runs inline, in the calling thread.
+Work too small to pay for waking a thread runs inline, in the calling thread.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -58,23 +75,147 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
-def in_parallel(size: int, work: Callable[[int, int], None], chunk: int = 65536) -> None:
-    """Call work(start, stop) over [0, size) in ranges of at most `chunk` elements; the ranges
-    are split into one contiguous block per thread, the calling thread taking the first."""
-    chunks = -(-size // chunk)
-    threads = min(num_threads(), chunks // 2) if not getattr(_inside, "worker", False) else 1
-    if threads <= 1:
-        for start in range(0, size, chunk):
-            work(start, min(start + chunk, size))
-        return
+def in_parallel(size: int, work: Callable[[int, int], None], chunk: int = 262144, like=None) -> None:
+    """Call work(start, stop) over [0, size) in ranges of at most `chunk` elements (small
+    enough that a range's several passes stay in the cache); the ranges are split into one
+    contiguous block per thread (at least two ranges each), the calling thread taking the
+    first. `like`: as for over_blocks."""
 
-    def block(index: int) -> None:
-        first, last = chunks * index // threads, chunks * (index + 1) // threads
+    def block(first: int, last: int) -> None:  # ranges first:last, one after the other
         for c in range(first, last):
             work(c * chunk, min((c + 1) * chunk, size))
 
+    over_blocks(-(-size // chunk), block, grain=2, like=like)
+
+
+def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: int = 1, like=None) -> None:
+    """Call work(start, stop) once per thread, over contiguous blocks that cover [0, size),
+    the calling thread taking the first. A block is at least `grain` long (fewer threads
+    otherwise: one means inline) and starts at a multiple of `align`. With `like` an array
+    that is not NumPy's (a GPU array), work runs inline: the device does the parallel part."""
+    threads = min(num_threads(), size // max(grain, 1))
+    if getattr(_inside, "worker", False) or (like is not None and type(like) is not np.ndarray):
+        threads = 1
+    if threads <= 1:
+        work(0, size)
+        return
+    bounds = [min(size, -(-size * index // threads // align) * align) for index in range(threads + 1)]
     pool = _get_pool(threads - 1)
-    futures = [pool.submit(block, index) for index in range(1, threads)]
-    block(0)
-    for future in futures:
-        future.result()  # re-raises a worker's exception here
+    futures = [pool.submit(work, bounds[i], bounds[i + 1]) for i in range(1, threads) if bounds[i] < bounds[i + 1]]
+    _inside.worker = True  # the calling thread's block: work nested in it runs inline, as in the pool's
+    try:
+        work(bounds[0], bounds[1])
+    finally:
+        _inside.worker = False
+        for future in futures:
+            future.result()  # re-raises a worker's exception here
+
+
+# ---------------------------------------------------------------------------------------
+# GEMMs on minilm's threads
+# ---------------------------------------------------------------------------------------
+# What take_over_blas() did: None until it runs.
+_blas: dict | None = None
+
+# A GEMM is split only where each thread gets at least this many multiply-adds (~40 us of
+# one core's work): below that, waking a thread costs more than it saves.
+GEMM_GRAIN = 1 << 21
+
+_USER_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def _openblas_function(suffix: str):
+    """The loaded OpenBLAS's `openblas_<suffix>` C function (any of the names NumPy's builds
+    export it under), or None when NumPy's BLAS is not a loaded OpenBLAS."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
+    except OSError:  # not Linux
+        return None
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in (f"scipy_openblas_{suffix}64_", f"openblas_{suffix}64_", f"openblas_{suffix}"):
+            function = getattr(library, name, None)
+            if function is not None:
+                return function
+    return None
+
+
+def take_over_blas() -> dict:
+    """Set OpenBLAS to one thread so that minilm's threads split the GEMMs (see the module
+    docstring). Runs once per process (at import); returns what was done:
+    {"applied": bool, "reason": str}."""
+    global _blas
+    if _blas is not None:
+        return _blas
+    user_set = [name for name in _USER_BLAS_THREADS if os.environ.get(name)]
+    set_threads = None
+    if os.environ.get("MINILM_THREADED_GEMM", "1").strip().lower() in ("0", "off", "false", "no"):
+        reason = "turned off by MINILM_THREADED_GEMM=0"
+    elif user_set:
+        reason = f"{user_set[0]} is set: BLAS threads are left as chosen"
+    else:
+        np.ones((2, 2)) @ np.ones((2, 2))  # make sure NumPy's BLAS is loaded
+        set_threads = _openblas_function("set_num_threads")
+        reason = "OpenBLAS set to one thread" if set_threads else "NumPy's BLAS is not OpenBLAS"
+    if set_threads is not None:
+        set_threads(1)
+    _blas = {"applied": set_threads is not None, "reason": reason}
+    return _blas
+
+
+def gemm_threads() -> int:
+    """Threads minilm splits a large GEMM over (1: it leaves the GEMM to the BLAS)."""
+    return num_threads() if (_blas or take_over_blas())["applied"] else 1
+
+
+def matmul(a, b, bias=None):
+    """a @ b (+ bias, broadcast over rows), split across minilm's threads when large.
+
+    2-D products are split by rows of the output, or by its columns when it has fewer rows
+    than columns (weight gradients, a few decoded tokens); stacks [n, ..., M, K] @ [n, ..., K, N]
+    by their first axis. Each thread adds the bias to its own block. Anything else (CuPy
+    arrays, broadcast stacks, small products, float64) is a plain `a @ b`. Each block holds
+    at least GEMM_GRAIN multiply-adds, above the sizes where OpenBLAS switches to its
+    small-matrix kernels, so every element is the same sum as in the unsplit product.
+    """
+    threads = gemm_threads() if type(a) is np.ndarray and type(b) is np.ndarray and a.ndim >= 2 else 1
+    if not a.dtype == b.dtype == np.float32:  # OpenBLAS's float64 GEMM rounds a row differently
+        threads = 1  # with the size of the call: split, it would depend on the thread count
+    work = a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.size // (a.shape[-2] * a.shape[-1]) if a.ndim > 2 else 1)
+    if threads > 1 and work >= 2 * GEMM_GRAIN and (a.ndim == b.ndim == 2 or
+                                                 (a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2])):
+        rows, columns = a.shape[-2], b.shape[-1]
+        out = np.empty(a.shape[:-1] + (columns,), dtype=np.result_type(a, b))  # as a @ b; the bias is added in place
+        if a.ndim > 2:  # stacks: each thread its share of the matrices
+
+            def block(start, stop):
+                np.matmul(a[start:stop], b[start:stop], out=out[start:stop])
+                if bias is not None:
+                    out[start:stop] += bias
+
+            over_blocks(a.shape[0], block, grain=-(-GEMM_GRAIN * a.shape[0] // work))
+        elif rows >= columns:
+
+            def block(start, stop):  # rows start:stop of the output
+                np.matmul(a[start:stop], b, out=out[start:stop])
+                if bias is not None:
+                    out[start:stop] += bias
+
+            over_blocks(rows, block, grain=-(-GEMM_GRAIN * rows // work), align=16)
+        else:
+
+            def block(start, stop):  # columns start:stop of the output
+                np.matmul(a, b[:, start:stop], out=out[:, start:stop])
+                if bias is not None:
+                    out[:, start:stop] += bias[start:stop]
+
+            over_blocks(columns, block, grain=-(-GEMM_GRAIN * columns // work), align=16)
+        return out
+    out = a @ b
+    if bias is not None:
+        out += bias
+    return out
