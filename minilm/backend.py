@@ -80,7 +80,7 @@ class Device:
             repeated, slot = xp.unique(flat[~once], return_inverse=True)  # [U] ids, [r] their slot
             one_hot = xp.zeros((repeated.size, slot.size), dtype=self._row_sum_dtype(rows.dtype))  # [U, r]
             one_hot[slot.reshape(-1), xp.arange(slot.size)] = 1
-            target_rows[repeated] += one_hot @ rows[~once].astype(one_hot.dtype, copy=False)  # [U, D]
+            target_rows[repeated] += parallel.matmul(one_hot, rows[~once].astype(one_hot.dtype, copy=False))  # [U, D]
 
     def _row_sum_dtype(self, dtype):
         """The dtype scatter_add sums repeated rows in: float16 rows in float32 (NumPy has no

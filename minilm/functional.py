@@ -609,6 +609,11 @@ def merge_heads(x: Tensor) -> Tensor:
     return MergeHeads()(x)
 
 
+# Attention is split across threads by sequences, each thread taking at least this many
+# multiply-adds of scores (its softmax and products come with them): ~0.2 ms of work.
+_ATTENTION_GRAIN = 1 << 22
+
+
 class Attention(Function):
     """softmax(q k^T * scale + mask) v as one node (dropout on the weights optional).
 
@@ -694,7 +699,7 @@ class Attention(Function):
             return
         per_sequence = q.size // q.shape[0] * k.shape[-2]  # multiply-adds of a sequence's scores
         parallel.over_blocks(q.shape[0], lambda start, stop: block(slice(start, stop)),
-                             grain=-(-parallel.GEMM_GRAIN // per_sequence), like=q)
+                             grain=-(-_ATTENTION_GRAIN // per_sequence), like=q)
 
     def _part(self, array, rows):
         """The rows' part of a mask or keep array that broadcasts against the scores [B, ..., L, S]
@@ -966,7 +971,7 @@ class LSTMLayer(Function):
         grad_weight = None
         if self.inputs[1].requires_grad:
             h_prev = xp.concatenate([h0[None], out[:-1]], axis=0).reshape(-1, hidden)  # h_0..h_{T-1}: [T*B, H]
-            grad_weight = grad_projected.reshape(-1, four_hidden).T @ h_prev  # [4H, T*B] @ [T*B, H]
+            grad_weight = parallel.matmul(grad_projected.reshape(-1, four_hidden).T, h_prev)  # [4H, T*B] @ [T*B, H]
         return grad_projected, grad_weight, xp.ascontiguousarray(dh.T), xp.ascontiguousarray(dc.T)
 
     def composite(self, projected, weight_hh, h0, c0):

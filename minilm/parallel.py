@@ -5,7 +5,9 @@ inside BLAS calls, so Python threads can run NumPy work on several cores at once
 takes its own contiguous block of rows or elements. Every element is computed by the same code
 whatever the thread count, so results are bit-identical to a single-threaded run (no reduction
 is ever split across threads; a GEMM is split by rows or columns of its output, and OpenBLAS
-gives each output element the same sum whichever block it is in).
+gives each output element the same sum whichever block it is in). That is more than OpenBLAS's
+own threads promise: for some shapes they round differently from one thread, and the few
+mid-sized GEMMs left to them (BLAS_THREADS_FROM) round as they do.
 
     in_parallel(x.size, lambda start, stop: work(x[start:stop], out[start:stop]))   # elements
     over_blocks(rows, lambda start, stop: work(x[start:stop], out[start:stop]), grain)  # rows
@@ -114,12 +116,22 @@ def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: 
 # ---------------------------------------------------------------------------------------
 # GEMMs on minilm's threads
 # ---------------------------------------------------------------------------------------
-# What take_over_blas() did: None until it runs.
+# What take_over_blas() did: None until it runs; OpenBLAS's set_num_threads once found.
 _blas: dict | None = None
+_blas_set_threads = None
 
-# A GEMM is split only where each thread gets at least this many multiply-adds (~40 us of
-# one core's work): below that, waking a thread costs more than it saves.
-GEMM_GRAIN = 1 << 21
+# Where a float32 GEMM runs, by its size in multiply-adds. Handing a block to a sleeping
+# thread of minilm's costs ~0.1 ms (measured on 2 cores: wake-up and GIL hand-offs), where
+# OpenBLAS's threads, which spin between calls, hand off in microseconds; so minilm splits
+# only GEMMs from SPLIT_FROM up (each thread then gets >= ~0.3 ms of work). But one call on
+# OpenBLAS's threads leaves its workers spinning for ~0.1 s, enough to slow all the split
+# work around it: one such call a step (an embedding gradient's 3M multiply-adds) made a
+# seq2seq step 15-24% slower. So only the band [BLAS_THREADS_FROM, SPLIT_FROM) is left to
+# OpenBLAS's threads: there minilm's split would lose about a quarter of the time, and these
+# are the shapes of models about 128 wide, whose elementwise work is too small to split
+# anyway. Smaller GEMMs run on one thread.
+SPLIT_FROM = 1 << 26
+BLAS_THREADS_FROM = 1 << 23
 
 _USER_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -163,6 +175,8 @@ def take_over_blas() -> dict:
         reason = "OpenBLAS set to one thread" if set_threads else "NumPy's BLAS is not OpenBLAS"
     if set_threads is not None:
         set_threads(1)
+        global _blas_set_threads
+        _blas_set_threads = set_threads
     _blas = {"applied": set_threads is not None, "reason": reason}
     return _blas
 
@@ -177,17 +191,20 @@ def matmul(a, b, bias=None):
 
     2-D products are split by rows of the output, or by its columns when it has fewer rows
     than columns (weight gradients, a few decoded tokens); stacks [n, ..., M, K] @ [n, ..., K, N]
-    by their first axis. Each thread adds the bias to its own block. Anything else (CuPy
-    arrays, broadcast stacks, small products, float64) is a plain `a @ b`. Each block holds
-    at least GEMM_GRAIN multiply-adds, above the sizes where OpenBLAS switches to its
-    small-matrix kernels, so every element is the same sum as in the unsplit product.
+    by their first axis. Each thread adds the bias to its own block. Only float32 products
+    from SPLIT_FROM multiply-adds up are split (each block is then far above the sizes where
+    OpenBLAS switches to its small-matrix kernels, so every element is the same sum as in the
+    unsplit product); those from BLAS_THREADS_FROM up run on OpenBLAS's threads for the call;
+    anything else (smaller products, float64, broadcast stacks, a call inside a block of
+    minilm's threads, CuPy arrays) is a plain `a @ b`.
     """
-    threads = gemm_threads() if type(a) is np.ndarray and type(b) is np.ndarray and a.ndim >= 2 else 1
-    if not a.dtype == b.dtype == np.float32:  # OpenBLAS's float64 GEMM rounds a row differently
-        threads = 1  # with the size of the call: split, it would depend on the thread count
+    on_cpu = type(a) is np.ndarray and type(b) is np.ndarray and a.ndim >= 2 and b.ndim >= 2
+    threads = gemm_threads() if on_cpu and not getattr(_inside, "worker", False) else 1
     work = a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.size // (a.shape[-2] * a.shape[-1]) if a.ndim > 2 else 1)
-    if threads > 1 and work >= 2 * GEMM_GRAIN and (a.ndim == b.ndim == 2 or
-                                                 (a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2])):
+    # OpenBLAS's float64 GEMM rounds a row differently with the size of the call: split, it
+    # would depend on the thread count. float32 is split only above the small-matrix sizes.
+    if threads > 1 and a.dtype == b.dtype == np.float32 and work >= SPLIT_FROM and (
+            a.ndim == b.ndim == 2 or (a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2])):
         rows, columns = a.shape[-2], b.shape[-1]
         out = np.empty(a.shape[:-1] + (columns,), dtype=np.result_type(a, b))  # as a @ b; the bias is added in place
         if a.ndim > 2:  # stacks: each thread its share of the matrices
@@ -197,7 +214,7 @@ def matmul(a, b, bias=None):
                 if bias is not None:
                     out[start:stop] += bias
 
-            over_blocks(a.shape[0], block, grain=-(-GEMM_GRAIN * a.shape[0] // work))
+            over_blocks(a.shape[0], block, grain=-(-SPLIT_FROM // threads * a.shape[0] // work))
         elif rows >= columns:
 
             def block(start, stop):  # rows start:stop of the output
@@ -205,7 +222,7 @@ def matmul(a, b, bias=None):
                 if bias is not None:
                     out[start:stop] += bias
 
-            over_blocks(rows, block, grain=-(-GEMM_GRAIN * rows // work), align=16)
+            over_blocks(rows, block, grain=-(-SPLIT_FROM // threads * rows // work), align=16)
         else:
 
             def block(start, stop):  # columns start:stop of the output
@@ -213,9 +230,21 @@ def matmul(a, b, bias=None):
                 if bias is not None:
                     out[:, start:stop] += bias[start:stop]
 
-            over_blocks(columns, block, grain=-(-GEMM_GRAIN * columns // work), align=16)
+            over_blocks(columns, block, grain=-(-SPLIT_FROM // threads * columns // work), align=16)
         return out
-    out = a @ b
+    if threads > 1 and BLAS_THREADS_FROM <= work < SPLIT_FROM and a.dtype == b.dtype == np.float32:
+        out = _on_blas_threads(threads, a, b)
+    else:
+        out = a @ b
     if bias is not None:
         out += bias
     return out
+
+
+def _on_blas_threads(threads: int, a, b):
+    """a @ b with OpenBLAS on `threads` threads for this one call (then back to one)."""
+    _blas_set_threads(threads)  # found by take_over_blas (gemm_threads() > 1 means it was)
+    try:
+        return a @ b
+    finally:
+        _blas_set_threads(1)
