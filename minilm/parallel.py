@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -102,6 +103,8 @@ def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: 
         work(0, size)
         return
     bounds = [min(size, -(-size * index // threads // align) * align) for index in range(threads + 1)]
+    global _last_split
+    _last_split = time.monotonic()
     pool = _get_pool(threads - 1)
     futures = [pool.submit(work, bounds[i], bounds[i + 1]) for i in range(1, threads) if bounds[i] < bounds[i + 1]]
     _inside.worker = True  # the calling thread's block: work nested in it runs inline, as in the pool's
@@ -132,6 +135,10 @@ _blas_set_threads = None
 # anyway. Smaller GEMMs run on one thread.
 SPLIT_FROM = 1 << 26
 BLAS_THREADS_FROM = 1 << 23
+# ... and only while minilm has split no work of its own for longer than OpenBLAS's workers
+# spin: a workload that splits (larger models) keeps OpenBLAS on one thread throughout.
+_SPIN_SECONDS = 0.2
+_last_split = -1e9  # time.monotonic() of the last split
 
 _USER_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -232,7 +239,8 @@ def matmul(a, b, bias=None):
 
             over_blocks(columns, block, grain=-(-SPLIT_FROM // threads * columns // work), align=16)
         return out
-    if threads > 1 and BLAS_THREADS_FROM <= work < SPLIT_FROM and a.dtype == b.dtype == np.float32:
+    if (threads > 1 and BLAS_THREADS_FROM <= work < SPLIT_FROM and a.dtype == b.dtype == np.float32
+            and time.monotonic() - _last_split > _SPIN_SECONDS):  # nothing of minilm's split lately
         out = _on_blas_threads(threads, a, b)
     else:
         out = a @ b
