@@ -91,7 +91,8 @@ def in_parallel(size: int, work: Callable[[int, int], None], chunk: int = 262144
     over_blocks(-(-size // chunk), block, grain=2, like=like)
 
 
-def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: int = 1, like=None) -> None:
+def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: int = 1, like=None,
+                _gemm: bool = False) -> None:
     """Call work(start, stop) once per thread, over contiguous blocks that cover [0, size),
     the calling thread taking the first. A block is at least `grain` long (fewer threads
     otherwise: one means inline) and starts at a multiple of `align`. With `like` an array
@@ -103,8 +104,9 @@ def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: 
         work(0, size)
         return
     bounds = [min(size, -(-size * index // threads // align) * align) for index in range(threads + 1)]
-    global _last_split
-    _last_split = time.monotonic()
+    if not _gemm:  # matmul's own splits do not count (see BLAS_THREADS_FROM)
+        global _last_split
+        _last_split = time.monotonic()
     pool = _get_pool(threads - 1)
     futures = [pool.submit(work, bounds[i], bounds[i + 1]) for i in range(1, threads) if bounds[i] < bounds[i + 1]]
     _inside.worker = True  # the calling thread's block: work nested in it runs inline, as in the pool's
@@ -123,22 +125,19 @@ def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: 
 _blas: dict | None = None
 _blas_set_threads = None
 
-# Where a float32 GEMM runs, by its size in multiply-adds. Handing a block to a sleeping
-# thread of minilm's costs ~0.1 ms (measured on 2 cores: wake-up and GIL hand-offs), where
-# OpenBLAS's threads, which spin between calls, hand off in microseconds; so minilm splits
-# only GEMMs from SPLIT_FROM up (each thread then gets >= ~0.3 ms of work). But one call on
-# OpenBLAS's threads leaves its workers spinning for ~0.1 s, enough to slow all the split
-# work around it: one such call a step (an embedding gradient's 3M multiply-adds) made a
-# seq2seq step 15-24% slower. So only the band [BLAS_THREADS_FROM, SPLIT_FROM) is left to
-# OpenBLAS's threads: there minilm's split would lose about a quarter of the time, and these
-# are the shapes of models about 128 wide, whose elementwise work is too small to split
-# anyway. Smaller GEMMs run on one thread.
-SPLIT_FROM = 1 << 26
+# Who runs a float32 GEMM of BLAS_THREADS_FROM multiply-adds or more (smaller ones run on one
+# thread). Handing a block to a sleeping thread of minilm's costs ~0.1 ms (measured on 2
+# cores: wake-up and GIL hand-offs), where OpenBLAS's threads, which spin between calls, hand
+# off in microseconds: on GEMMs alone OpenBLAS's threads are as fast or faster (by ~0.1 ms a
+# call). But one call on them leaves their workers spinning for ~0.1 s, enough to slow all
+# the split work around it: one such call a step (an embedding gradient's 3M multiply-adds)
+# made a seq2seq step 15-24% slower. So while minilm has split work of its own (attention,
+# activations, softmax) in the last _SPIN_SECONDS, it splits the GEMMs too and OpenBLAS
+# stays on one thread; otherwise (small models, inference that is all GEMMs) the GEMM runs
+# on OpenBLAS's threads for the call.
 BLAS_THREADS_FROM = 1 << 23
-# ... and only while minilm has split no work of its own for longer than OpenBLAS's workers
-# spin: a workload that splits (larger models) keeps OpenBLAS on one thread throughout.
 _SPIN_SECONDS = 0.2
-_last_split = -1e9  # time.monotonic() of the last split
+_last_split = -1e9  # time.monotonic() of minilm's last split of work other than a GEMM
 
 _USER_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
@@ -199,18 +198,20 @@ def matmul(a, b, bias=None):
     2-D products are split by rows of the output, or by its columns when it has fewer rows
     than columns (weight gradients, a few decoded tokens); stacks [n, ..., M, K] @ [n, ..., K, N]
     by their first axis. Each thread adds the bias to its own block. Only float32 products
-    from SPLIT_FROM multiply-adds up are split (each block is then far above the sizes where
-    OpenBLAS switches to its small-matrix kernels, so every element is the same sum as in the
-    unsplit product); those from BLAS_THREADS_FROM up run on OpenBLAS's threads for the call;
-    anything else (smaller products, float64, broadcast stacks, a call inside a block of
-    minilm's threads, CuPy arrays) is a plain `a @ b`.
+    of BLAS_THREADS_FROM multiply-adds or more are split, or run on OpenBLAS's threads (see
+    BLAS_THREADS_FROM); a block then holds at least 4M multiply-adds, above the sizes where OpenBLAS
+    switches to its small-matrix kernels, so every element is the same sum as in the unsplit
+    product. Anything else (smaller products, float64, broadcast stacks, a call inside a
+    block of minilm's threads, CuPy arrays) is a plain `a @ b`.
     """
     on_cpu = type(a) is np.ndarray and type(b) is np.ndarray and a.ndim >= 2 and b.ndim >= 2
     threads = gemm_threads() if on_cpu and not getattr(_inside, "worker", False) else 1
     work = a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.size // (a.shape[-2] * a.shape[-1]) if a.ndim > 2 else 1)
     # OpenBLAS's float64 GEMM rounds a row differently with the size of the call: split, it
     # would depend on the thread count. float32 is split only above the small-matrix sizes.
-    if threads > 1 and a.dtype == b.dtype == np.float32 and work >= SPLIT_FROM and (
+    float32 = threads > 1 and a.dtype == b.dtype == np.float32 and work >= BLAS_THREADS_FROM
+    splitting_lately = time.monotonic() - _last_split < _SPIN_SECONDS
+    if float32 and splitting_lately and (
             a.ndim == b.ndim == 2 or (a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2])):
         rows, columns = a.shape[-2], b.shape[-1]
         out = np.empty(a.shape[:-1] + (columns,), dtype=np.result_type(a, b))  # as a @ b; the bias is added in place
@@ -221,7 +222,7 @@ def matmul(a, b, bias=None):
                 if bias is not None:
                     out[start:stop] += bias
 
-            over_blocks(a.shape[0], block, grain=-(-SPLIT_FROM // threads * a.shape[0] // work))
+            over_blocks(a.shape[0], block, grain=-(-BLAS_THREADS_FROM // threads * a.shape[0] // work), _gemm=True)
         elif rows >= columns:
 
             def block(start, stop):  # rows start:stop of the output
@@ -229,7 +230,7 @@ def matmul(a, b, bias=None):
                 if bias is not None:
                     out[start:stop] += bias
 
-            over_blocks(rows, block, grain=-(-SPLIT_FROM // threads * rows // work), align=16)
+            over_blocks(rows, block, grain=-(-BLAS_THREADS_FROM // threads * rows // work), align=16, _gemm=True)
         else:
 
             def block(start, stop):  # columns start:stop of the output
@@ -237,10 +238,10 @@ def matmul(a, b, bias=None):
                 if bias is not None:
                     out[:, start:stop] += bias[start:stop]
 
-            over_blocks(columns, block, grain=-(-SPLIT_FROM // threads * columns // work), align=16)
+            over_blocks(columns, block, grain=-(-BLAS_THREADS_FROM // threads * columns // work), align=16,
+                        _gemm=True)
         return out
-    if (threads > 1 and BLAS_THREADS_FROM <= work < SPLIT_FROM and a.dtype == b.dtype == np.float32
-            and time.monotonic() - _last_split > _SPIN_SECONDS):  # nothing of minilm's split lately
+    if float32 and not splitting_lately:
         out = _on_blas_threads(threads, a, b)
     else:
         out = a @ b

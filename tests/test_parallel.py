@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -62,9 +63,13 @@ def test_a_workers_exception_reaches_the_caller_and_nested_work_runs_inline(monk
     ((100, 512), (512, 2000), True),  # fewer rows than columns: split by columns
     ((8, 4, 128, 64), (8, 4, 64, 256), False),  # stacks: split by the first axis
     ((300, 50), (50, 30), True),  # too small to split
+    ((53, 576), (576, 576), False),  # a prompt's few rows against a layer's weights
 ])
 def test_split_gemms_equal_the_plain_product_bit_for_bit(monkeypatch, shape_a, shape_b, with_bias):
     monkeypatch.setenv("MINILM_NUM_THREADS", "2")
+    monkeypatch.setattr(parallel, "_last_split", time.monotonic() + 60)  # as in a step that splits work
+    pools = []
+    monkeypatch.setattr(parallel, "_get_pool", lambda workers, get=parallel._get_pool: pools.append(1) or get(workers))
     rng, dtype = np.random.default_rng(0), np.float32
     a, b = rng.standard_normal(shape_a).astype(dtype), rng.standard_normal(shape_b).astype(dtype)
     bias = rng.standard_normal(shape_b[-1]).astype(dtype) if with_bias else None
@@ -74,6 +79,7 @@ def test_split_gemms_equal_the_plain_product_bit_for_bit(monkeypatch, shape_a, s
     got = parallel.matmul(a, b, bias)
     assert got.dtype == expected.dtype and got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
+    assert bool(pools) == (a.size * b.shape[-1] >= parallel.BLAS_THREADS_FROM)  # split where large enough
     # transposed operands, as the weight gradients pass them
     np.testing.assert_array_equal(parallel.matmul(b.swapaxes(-1, -2), a.swapaxes(-1, -2)),
                                   b.swapaxes(-1, -2) @ a.swapaxes(-1, -2))
