@@ -55,13 +55,13 @@ def exp_and_sum(x, axis: int):
             def block(start, stop):  # rows start:stop
                 with np.errstate(over="ignore"):  # an overflow is caught by the sums' check below
                     np.exp(x_rows[start:stop], out=e_rows[start:stop])
-                sum_rows[start:stop] = ops.sum_last_axis(e_rows[start:stop])
+                    sum_rows[start:stop] = ops.sum_last_axis(e_rows[start:stop])
 
             parallel.over_blocks(len(x_rows), block, grain=_ROWS_GRAIN // x.shape[-1], align=16)
         else:
             with np.errstate(over="ignore"):
                 e = np.exp(x)
-            sums = _sum_keepdims(e, axis)
+                sums = _sum_keepdims(e, axis)
         if float(sums.min()) >= _EXP_SUM_FLOOR and float(sums.max()) < np.inf:  # False for NaN too
             return e, sums, 0.0
     shift = x.max(axis=axis, keepdims=True)
