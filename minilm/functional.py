@@ -229,10 +229,9 @@ class LayerNorm(Function):
 
     Backward, with x_hat the normalized x, g = gy * weight and 1/std saved by forward:
       dx = (1/std) * (g - mean(g) - x_hat * mean(g * x_hat)),  dweight = sum gy * x_hat,  dbias = sum gy
-    where mean(g) = (gy @ weight) / C and mean(g * x_hat) = ((gy * x_hat) @ weight) / C are
-    row-by-row dot products, so g never needs a buffer of its own. Rows are independent: the
-    threads each take a block of them (minilm.parallel). The column sums for dweight and dbias
-    run over all rows at once, so they do not depend on the thread count.
+    Rows are independent: the threads each take a block of them (minilm.parallel). The column
+    sums for dweight and dbias run over all rows at once, so they do not depend on the thread
+    count.
     """
 
     autocast_policy = "float32"
@@ -270,23 +269,22 @@ class LayerNorm(Function):
         x, x_hat, inv_std = self.inputs[0], self.x_hat, self.inv_std
         xp, width = ops._xp(gy), x_hat.shape[-1]
         g_rows = gy.reshape(-1, width)  # [N, C]
-        weight = self.inputs[1].data if self.has_weight else xp.ones(width, dtype=gy.dtype)
-        # gy * x_hat: the rows' dot products with the weight, and the weight's gradient
+        weight = self.inputs[1].data if self.has_weight else gy.dtype.type(1)
         gy_x_hat = xp.empty(g_rows.shape, dtype=xp.result_type(gy, x_hat))
         gx = xp.empty(g_rows.shape, dtype=gy_x_hat.dtype) if x.requires_grad else None
 
         def block(start, stop):  # rows start:stop
-            g, xh, product = g_rows[start:stop], x_hat[start:stop], gy_x_hat[start:stop]
-            xp.multiply(g, xh, out=product)
+            xh = x_hat[start:stop]
+            xp.multiply(g_rows[start:stop], xh, out=gy_x_hat[start:stop])
             if gx is None:
                 return
-            mean_g = (g @ weight)[:, None] * (1.0 / width)  # [rows, 1]
-            mean_g_x_hat = (product @ weight)[:, None] * (1.0 / width)  # [rows, 1]
-            out = gx[start:stop]
-            xp.multiply(g, weight, out=out)  # g = gy * weight
-            out -= mean_g
-            out -= xh * mean_g_x_hat
-            out *= inv_std[start:stop]
+            g = xp.multiply(g_rows[start:stop], weight, out=gx[start:stop])  # gy * weight, then dx in place
+            mean_g = ops.sum_last_axis(g) * (1.0 / width)  # [rows, 1]
+            scratch = g * xh
+            mean_g_x_hat = ops.sum_last_axis(scratch) * (1.0 / width)  # [rows, 1]
+            g -= xp.multiply(xh, mean_g_x_hat, out=scratch)
+            g -= mean_g
+            g *= inv_std[start:stop]
 
         parallel.over_blocks(g_rows.shape[0], block, grain=_ROWS_GRAIN // width, align=16, like=gy)
         grads = [None if gx is None else gx.reshape(x.shape)]
