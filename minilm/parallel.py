@@ -18,11 +18,13 @@ for a while after each GEMM, waiting for the next one. A training step alternate
 elementwise work (LayerNorm, activations, softmax), and a thread of minilm's that runs that work
 on the second core then shares it with a spinning OpenBLAS worker: measured on 2 cores, a
 sigmoid on 1M floats right after a GEMM took 0.66 ms on one thread and no less on two. So at
-import minilm sets OpenBLAS to one thread and splits large GEMMs across its own threads, which
-sleep when idle: the GEMMs run as fast as before (within a few percent either way) and the
-rest of the step gets the second core. `MINILM_THREADED_GEMM=0` leaves OpenBLAS as it is (then
-minilm does not split GEMMs); so does setting OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
-OMP_NUM_THREADS yourself, or a NumPy built on another BLAS.
+import minilm sets OpenBLAS to one thread, and while it has such work of its own to split it
+splits the GEMMs across its own threads too, which sleep when idle: the GEMMs run within a few
+percent of OpenBLAS's speed and the rest of the step gets the second core. When it has
+nothing of its own to split (small models, inference that is all GEMMs), a GEMM runs on
+OpenBLAS's threads for the one call (see BLAS_THREADS_FROM). `MINILM_THREADED_GEMM=0` leaves
+OpenBLAS as it is (then minilm does not split GEMMs); so does setting OPENBLAS_NUM_THREADS,
+GOTO_NUM_THREADS or OMP_NUM_THREADS yourself, or a NumPy built on another BLAS.
 
 Threads: `MINILM_NUM_THREADS` if set, else the cores this process may run on (at most 8).
 Work too small to pay for waking a thread runs inline, in the calling thread.
