@@ -243,15 +243,14 @@ class LayerNorm(Function):
         xp = ops._xp(x)
         width = x.shape[-1]
         rows = x.reshape(-1, width)  # [N, C]
-        ones = xp.ones(width, dtype=x.dtype)
         x_hat = xp.empty(rows.shape, dtype=x.dtype)  # [N, C]
         inv_std = xp.empty((rows.shape[0], 1), dtype=x.dtype)  # [N, 1]
         y = xp.empty(rows.shape, dtype=xp.result_type(x, *affine)) if affine else x_hat
 
         def block(start, stop):  # rows start:stop
             xb, centered = rows[start:stop], x_hat[start:stop]
-            xp.subtract(xb, (xb @ ones)[:, None] * (1.0 / width), out=centered)  # x - mean
-            variance = ((centered * centered) @ ones)[:, None] * (1.0 / width)  # [rows, 1]
+            xp.subtract(xb, ops.sum_last_axis(xb) * (1.0 / width), out=centered)  # x - mean
+            variance = ops.sum_last_axis(centered * centered) * (1.0 / width)  # [rows, 1]
             inv_std[start:stop] = 1.0 / xp.sqrt(variance + self.eps)
             centered *= inv_std[start:stop]  # x_hat
             if self.has_weight:

@@ -211,9 +211,9 @@ def matmul(a, b, bias=None):
     work = a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.size // (a.shape[-2] * a.shape[-1]) if a.ndim > 2 else 1)
     # OpenBLAS's float64 GEMM rounds a row differently with the size of the call: split, it
     # would depend on the thread count. float32 is split only above the small-matrix sizes.
-    float32 = threads > 1 and a.dtype == b.dtype == np.float32 and work >= BLAS_THREADS_FROM
+    large_float32 = threads > 1 and a.dtype == b.dtype == np.float32 and work >= BLAS_THREADS_FROM
     splitting_lately = time.monotonic() - _last_split < _SPIN_SECONDS
-    if float32 and splitting_lately and (
+    if large_float32 and splitting_lately and (
             a.ndim == b.ndim == 2 or (a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2])):
         rows, columns = a.shape[-2], b.shape[-1]
         out = np.empty(a.shape[:-1] + (columns,), dtype=np.result_type(a, b))  # as a @ b; the bias is added in place
@@ -243,7 +243,7 @@ def matmul(a, b, bias=None):
             over_blocks(columns, block, grain=-(-BLAS_THREADS_FROM // threads * columns // work), align=16,
                         _gemm=True)
         return out
-    if float32 and not splitting_lately:
+    if large_float32 and not splitting_lately:
         out = _on_blas_threads(threads, a, b)
     else:
         out = a @ b
