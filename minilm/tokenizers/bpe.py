@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import gc
 import json
 import multiprocessing
 import os
@@ -214,6 +215,8 @@ class BPETokenizer(Tokenizer):
         say so (as Hugging Face's `encode` does; both are off unless a model's
         tokenizer file turns them on).
         """
+        if not isinstance(text, str):
+            raise TypeError(f"encode: expected a str, got {type(text).__name__}")
         ids = self._encode_with_specials(text, allowed_special, disallowed_special)
         if add_special_tokens:
             if self.add_bos_token and self.bos_token_id is not None:
@@ -276,12 +279,24 @@ class BPETokenizer(Tokenizer):
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Token ids for `text`, treating special-token text as ordinary text."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode_ordinary: expected a str, got {type(text).__name__}")
+        # The cyclic garbage collector is paused while a text is encoded. Its young-generation
+        # passes walk every young container, and the text's list of chunks (one entry per
+        # chunk, ~200k for 1 MB of code) is young until the encode ends: with the collector on,
+        # a cold encode of 2 MB spent ~24 ms of ~230 in 24 collections that found nothing
+        # (encoding makes no reference cycles). It is resumed only if it was on.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             return self._encode_chunks(self._split(text))
         except UnicodeEncodeError:
             # Lone surrogates have no UTF-8 form; like tiktoken, replace them by U+FFFD.
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
             return self._encode_chunks(self._split(text))
+        finally:
+            if collecting:
+                gc.enable()
 
     def encode_batch(self, texts: Iterable[str], *, workers: int | None = None, **encode_options) -> list[list[int]]:
         """`[encode(text, **encode_options) for text in texts]`, spread over `workers` processes

@@ -123,6 +123,32 @@ def test_lone_surrogates_are_replaced_like_tiktoken(trained):
     assert trained.encode_ordinary(text) == tiktoken_twin(trained).encode_ordinary(text)
 
 
+
+def test_encode_pauses_the_garbage_collector_and_restores_it(trained, training_text):
+    # A cold encode of a long text runs no collection (they walk the young list of chunks and
+    # find nothing), and the collector's state afterwards is what it was before, errors included.
+    import gc
+
+    collections = []
+    fresh = BPETokenizer(trained.mergeable_ranks(), trained.pattern)
+    text = training_text * 3
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"]) if phase == "start" else None)
+    try:
+        ids = fresh.encode_ordinary(text)
+    finally:
+        gc.callbacks.pop()
+    assert ids == tiktoken_twin(trained).encode_ordinary(text)
+    assert collections == [] and gc.isenabled()
+    gc.disable()
+    try:
+        fresh.encode_ordinary("ab\ud800cd")  # the surrogate path's retry
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(TypeError, match="expected a str, got NoneType"):
+        fresh.encode_ordinary(None)
+    assert gc.isenabled()
+
 # ---- special tokens ----------------------------------------------------------------------------
 
 
