@@ -45,8 +45,9 @@ def minilm_step(config: GPTConfig, batch: int, seed: int = 0):
     return step
 
 
-def torch_step(torch, config: GPTConfig, batch: int, seed: int = 0):
-    """The same GPT-2 architecture in plain PyTorch (no transformers overhead)."""
+def torch_gpt(torch, config: GPTConfig, seed: int = 0):
+    """The same GPT-2 architecture in plain PyTorch (no transformers overhead): tied head,
+    tanh GELU, causal scaled_dot_product_attention; torch's own initialisation."""
     nn, functional = torch.nn, torch.nn.functional
     torch.manual_seed(seed)
     c = config
@@ -79,11 +80,23 @@ def torch_step(torch, config: GPTConfig, batch: int, seed: int = 0):
                 x = block(x)
             return self.ln_f(x) @ self.wte.weight.T
 
-    model = Model()
+    return Model()
+
+
+def torch_adamw(torch, model, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.999)):
+    """AdamW with minilm's parameter groups (param_groups_no_decay): decay for the Linear
+    matrices only, none for biases, LayerNorm weights and the embeddings."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wte" not in n and "wpe" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "wte" not in n and "wpe" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=3e-4, foreach=True)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                             lr=lr, betas=betas, foreach=True)
+
+
+def torch_step(torch, config: GPTConfig, batch: int, seed: int = 0):
+    """One training step of torch_gpt on fixed random ids (forward, backward, AdamW)."""
+    functional, c = torch.nn.functional, config
+    model = torch_gpt(torch, config, seed)
+    opt = torch_adamw(torch, model, lr=3e-4)
     rng = np.random.default_rng(seed)
     ids = torch.tensor(rng.integers(0, c.vocab_size, (batch, c.block_size + 1)))
     x, y = ids[:, :-1], ids[:, 1:]
