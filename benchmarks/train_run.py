@@ -52,7 +52,9 @@ def minilm_run(args, out_dir: Path) -> tuple[float, float, Path]:
     if args.threads is not None:
         environment["MINILM_NUM_THREADS"] = str(args.threads)
     started = time.perf_counter()
-    finished = subprocess.run(command, capture_output=True, text=True, env=environment)
+    # cwd: out of this checkout, so that `-m minilm` imports the minilm that PYTHONPATH or the
+    # installed package names (the current folder comes first on `-m`'s sys.path)
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=out_dir)
     whole = time.perf_counter() - started
     if finished.returncode != 0:
         raise SystemExit(f"minilm train failed ({finished.returncode}):\n{finished.stdout}\n{finished.stderr}")
