@@ -46,24 +46,19 @@ _pool_lock = threading.Lock()
 _inside = threading.local()  # set in the pool's threads: nested calls run inline
 
 
-_cores: int | None = None  # the cores this process may run on, read once (a system call)
-
-
 def num_threads() -> int:
     """Threads that elementwise work is split over (1 = no splitting)."""
-    global _cores
-    value = os.environ.get("MINILM_NUM_THREADS")  # read on every call: it may be changed at run time
+    value = os.environ.get("MINILM_NUM_THREADS")
     if value:
         try:
             return max(1, int(value))
         except ValueError:
             raise ValueError(f"MINILM_NUM_THREADS must be a whole number, got {value!r}") from None
-    if _cores is None:  # ~100 calls a training step: the affinity is asked once per process
-        try:
-            _cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            _cores = os.cpu_count() or 1
-    return max(1, min(_cores, 8))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
 
 
 def _get_pool(workers: int) -> ThreadPoolExecutor:
@@ -76,11 +71,9 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _forget_pool_in_child() -> None:
-    # A forked child (multiprocessing) inherits the pool object but not its threads, and may
-    # be given other cores.
-    global _pool, _cores
+    # A forked child (multiprocessing) inherits the pool object but not its threads.
+    global _pool
     _pool = None
-    _cores = None
 
 
 if hasattr(os, "register_at_fork"):
