@@ -123,10 +123,10 @@ def test_lone_surrogates_are_replaced_like_tiktoken(trained):
     assert trained.encode_ordinary(text) == tiktoken_twin(trained).encode_ordinary(text)
 
 
-
 def test_encode_pauses_the_garbage_collector_and_restores_it(trained, training_text):
     # A cold encode of a long text runs no collection (they walk the young list of chunks and
-    # find nothing), and the collector's state afterwards is what it was before, errors included.
+    # find nothing), and the collector is left as it was, on or off; a text that is not a str
+    # gets a clear error.
     import gc
 
     collections = []
@@ -145,9 +145,12 @@ def test_encode_pauses_the_garbage_collector_and_restores_it(trained, training_t
         assert not gc.isenabled()
     finally:
         gc.enable()
-    with pytest.raises(TypeError, match="expected a str, got NoneType"):
+    with pytest.raises(TypeError, match="encode_ordinary: expected a str, got NoneType"):
         fresh.encode_ordinary(None)
+    with pytest.raises(TypeError, match="encode: expected a str, got bytes"):
+        fresh.encode(b"abc")
     assert gc.isenabled()
+
 
 # ---- special tokens ----------------------------------------------------------------------------
 
