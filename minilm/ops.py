@@ -850,6 +850,23 @@ def getitem(x: Tensor, key) -> Tensor:
     return GetItem(key)(x)
 
 
+@register("unpack_rows")
+def unpack_rows(packed: Tensor, tokens) -> Tensor:
+    """The inverse of packing: rows [N, ...] -> [B, T, ...] with zeros where `tokens` [B, T]
+    (boolean, N of them True) is False. packed = x[tokens] (getitem) takes them out again;
+    the two are each other's gradient."""
+    tokens = _index_key(tokens)
+    if getattr(getattr(tokens, "dtype", None), "kind", None) != "b" or tokens.ndim != 2:
+        raise TypeError(f"unpack_rows: tokens must be a boolean [B, T] array, got "
+                        f"{getattr(tokens, 'dtype', type(tokens).__name__)} of shape {getattr(tokens, 'shape', None)}")
+    count = int(tokens.sum())
+    if packed.ndim < 1 or packed.shape[0] != count:
+        raise ValueError(f"unpack_rows: {count} tokens in a {tokens.shape} mask, but packed has shape {packed.shape}")
+    if packed.device.name != "cpu":
+        tokens = _keys_to_device(tokens, packed.device)
+    return GetItemGrad(tokens, tuple(tokens.shape) + tuple(packed.shape[1:]))(packed)  # [N, ...] -> [B, T, ...]
+
+
 def _keys_to_device(key, device):
     if isinstance(key, tuple):
         return tuple(_keys_to_device(k, device) for k in key)

@@ -174,6 +174,19 @@ def draw_getitem(data):
     return [data.draw(arrays(shape))], {"key": key}
 
 
+def draw_unpack_rows(data):
+    batch, length, width = (data.draw(st.integers(1, 3)) for _ in range(3))
+    tokens = np.array(data.draw(st.lists(st.booleans(), min_size=batch * length, max_size=batch * length)),
+                      dtype=bool).reshape(batch, length)
+    return [data.draw(arrays((int(tokens.sum()), width)))], {"tokens": tokens}
+
+
+def _torch_unpack_rows(packed, tokens):
+    torch = _t()
+    mask = torch.as_tensor(tokens)
+    return torch.zeros(tuple(tokens.shape) + tuple(packed.shape[1:]), dtype=packed.dtype).index_put((mask,), packed)
+
+
 def draw_matmul(data):
     kind = data.draw(st.sampled_from(["2d", "batched", "broadcast", "vec_left", "vec_right", "3d_2d"]))
     n, k, m, b = (data.draw(st.integers(1, 4)) for _ in range(4))
@@ -406,6 +419,7 @@ CASES = {
     "stack": Case(draw_stack, lambda *xs, axis: ml.stack(xs, axis=axis), lambda *xs, axis: _t().stack(xs, dim=axis)),
     "split": Case(draw_split, lambda x, sections, axis: _split_sum(ml.split(x, sections, axis=axis)), _torch_split),
     "getitem": Case(draw_getitem, lambda x, key: x[key], _torch_getitem),
+    "unpack_rows": Case(draw_unpack_rows, ml.ops.unpack_rows, _torch_unpack_rows),
     "matmul": Case(draw_matmul, ml.matmul, lambda a, b: _t().matmul(a, b)),
     # float32 rounding (~1e-7) needs a larger finite-difference step
     "astype": Case(draw_astype, lambda x: x.astype(ml.float32).astype(ml.float64),

@@ -102,6 +102,11 @@ class MultiHeadAttention(Module):
       cache: a KVCache; the new keys/values are appended to it and attention runs over all.
       rotary: (cos, sin) [B or 1, 1, L, D/2] from nn.RotaryEmbedding: q and k are rotated
         (before k enters the cache, so cached keys keep their positions).
+      tokens: a boolean [B, T] (True = a real token, False = padding) for packed input:
+        query is then [N, C], the N real tokens of a padded batch in row order (x[tokens]
+        of a [B, T, C] x), and so is the output. Only the attention itself sees the padded
+        [B, T] layout; both projections run on the N rows alone (see BertModel's
+        skip_padding). Plain self-attention only (no key, value, cache or rotary).
     A query that may attend to nothing gives NaN, as in PyTorch.
 
     num_kv_heads: fewer key/value heads than query heads (grouped-query attention, see the
@@ -127,7 +132,10 @@ class MultiHeadAttention(Module):
 
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None, *,
                 key_padding_mask=None, attn_mask=None, is_causal: bool = False, need_weights: bool = False,
-                average_attn_weights: bool = True, cache: KVCache | None = None, rotary=None):
+                average_attn_weights: bool = True, cache: KVCache | None = None, rotary=None, tokens=None):
+        if tokens is not None:
+            return self._packed(query, tokens, key, value, key_padding_mask, attn_mask, is_causal, need_weights,
+                                average_attn_weights, cache, rotary)
         if not self.batch_first:  # [T, B, C] -> [B, T, C]
             query, key, value = (ops.swapaxes(t, 0, 1) if t is not None else None for t in (query, key, value))
         if query.ndim != 3 or query.shape[-1] != self.embed_dim:
@@ -160,6 +168,34 @@ class MultiHeadAttention(Module):
         out = self.out_proj(F.merge_heads(out))  # [B, H, L, D] -> [B, L, C] -> [B, L, C]
         if not self.batch_first:
             out = ops.swapaxes(out, 0, 1)
+        if not need_weights:
+            return out, None
+        return out, (ops.mean(weights, axis=1) if average_attn_weights else weights)
+
+    def _packed(self, packed: Tensor, tokens, key, value, key_padding_mask, attn_mask, is_causal, need_weights,
+                average_attn_weights, cache, rotary):
+        """Self-attention over packed rows: packed [N, C] -> [N, C] (see `tokens` above)."""
+        if key is not None or value is not None or cache is not None or rotary is not None \
+                or self.num_kv_heads != self.num_heads:
+            raise ValueError("MultiHeadAttention: packed input (tokens=) supports plain self-attention only "
+                             "(no key, value, cache, rotary or grouped heads)")
+        if tokens.ndim != 2 or tokens.dtype != bool:
+            raise ValueError(f"MultiHeadAttention: tokens must be a boolean [B, T] mask, got {tokens.dtype} "
+                             f"of shape {tokens.shape}")
+        count = int(tokens.sum())
+        if packed.ndim != 2 or packed.shape != (count, self.embed_dim):
+            raise ValueError(f"MultiHeadAttention: packed query must be [{count}, {self.embed_dim}] "
+                             f"(the real tokens of tokens {tokens.shape}), got shape {packed.shape}")
+        batch, length = tokens.shape
+        projected = self.in_proj(packed)  # [N, C] -> [N, 3C]: the GEMM skips the padding
+        padded = ops.unpack_rows(projected, tokens)  # [N, 3C] -> [B, T, 3C], zeros at padding
+        q, k, v = F.split_heads(padded, self.num_heads, parts=3)  # 3 x [B, H, T, D]
+        mask = self._combined_mask(batch, length, length, key_padding_mask, attn_mask, is_causal, q)
+        result = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout, training=self.training, return_weights=need_weights
+        )  # [B, H, T, D] (and the weights [B, H, T, T])
+        out, weights = result if need_weights else (result, None)
+        out = self.out_proj(ops.getitem(F.merge_heads(out), tokens))  # [B, T, C] -> [N, C] -> [N, C]
         if not need_weights:
             return out, None
         return out, (ops.mean(weights, axis=1) if average_attn_weights else weights)

@@ -52,15 +52,19 @@ class TransformerBlock(Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, key_padding_mask=None, attn_mask=None, cache: KVCache | None = None,
-                need_weights: bool = False):
-        """x [B, T, C] -> [B, T, C]; with need_weights, (output, attention weights [B, H, T, S])."""
+                need_weights: bool = False, tokens=None):
+        """x [B, T, C] -> [B, T, C]; with need_weights, (output, attention weights [B, H, T, S]).
+
+        tokens: a boolean [B, T] mask of the real tokens; x is then packed, [N, C] with N of
+        them (MultiHeadAttention's `tokens`). Everything but attention works row by row, so
+        padding costs nothing there."""
         weights = None
 
         def attend(h):
             nonlocal weights
             out, weights = self.attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
                                      is_causal=self.causal, cache=cache, need_weights=need_weights,
-                                     average_attn_weights=False)
+                                     average_attn_weights=False, tokens=tokens)
             return self.dropout(out)
 
         if self.norm_first:

@@ -62,6 +62,13 @@ def test_real_minilm_hidden_states_and_embeddings_match_transformers(minilm_pair
     assert (~real).any()
     assert np.abs(hidden - expected)[~real].max() <= 1e-4
 
+    # skip_padding: the real tokens alone are computed (packed), the same states, zeros at padding
+    with ml.no_grad():
+        packed = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], skip_padding=True).numpy()
+    assert np.abs(packed - expected)[real].max() <= 1e-4
+    assert np.abs(packed - hidden)[real].max() <= 1e-5
+    assert not packed[~real].any()
+
     embeddings = sentence_embeddings(model, tokenizer, SENTENCES).numpy()
     pooled = (expected * real[..., None]).sum(1) / real.sum(1, keepdims=True)
     pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -170,6 +177,37 @@ def test_bert_gradients_match_torch():
     for entry in model._hf_mapping():
         expected = np.concatenate([params[p].grad.numpy() for p in entry.parts])
         np.testing.assert_allclose(ours[entry.ours].grad.numpy(), expected, rtol=1e-7, atol=1e-10, err_msg=entry.ours)
+
+
+def test_skip_padding_gives_the_same_states_and_gradients():
+    # float64, left and right padding and a row with no padding: the packed forward (real
+    # tokens only) against the padded one, outputs and every parameter's gradient.
+    ml.set_default_dtype(ml.float64)
+    try:
+        ml.manual_seed(0)
+        model = BertModel(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=24, max_position_embeddings=20, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0))
+    finally:
+        ml.set_default_dtype(ml.float32)
+    ids, mask, types = _batch()
+    ids, mask, types = (np.concatenate([a, a[1:, ::-1]]) for a in (ids, mask, types))  # row 2: left padding
+    real = mask.astype(bool)
+    weights = np.random.default_rng(1).standard_normal((int(real.sum()), 16))
+    results = []
+    for skip in (False, True):
+        model.zero_grad()
+        hidden, pooled = model(ids, mask, types, return_pooled=True, skip_padding=skip)
+        # pooled[2] would read row 2's [CLS] slot, which is padding there: left out
+        ((hidden[real] * ml.tensor(weights)).sum() + pooled[:2].sum()).backward()
+        results.append((hidden.numpy(), {n: p.grad.numpy().copy() for n, p in model.named_parameters()}))
+    (full, full_grads), (packed, packed_grads) = results
+    np.testing.assert_allclose(packed[real], full[real], rtol=1e-12, atol=1e-12)
+    assert not packed[~real].any()  # padding positions are not computed: zeros
+    for name, grad in full_grads.items():
+        np.testing.assert_allclose(packed_grads[name], grad, rtol=1e-10, atol=1e-12, err_msg=name)
+    with pytest.raises(ValueError, match="skip_padding needs the attention_mask"):
+        model(ids, skip_padding=True)
 
 
 def test_bad_input_is_named():

@@ -165,6 +165,27 @@ def test_attention_masks_and_weights():
         nn.MultiHeadAttention(5, 2)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_packed_attention_equals_the_padded_pass_at_real_tokens(causal):
+    # tokens=: the query is the real tokens' rows [N, C]; the result is the padded pass's
+    # output at those tokens, for right, left and no padding, with the weights as well.
+    ml.manual_seed(0)
+    layer = nn.MultiHeadAttention(8, 2).to(dtype=ml.float64)
+    tokens = np.array([[True, True, True, False], [False, True, True, True], [True, True, True, True]])
+    x = ml.tensor(np.random.default_rng(0).standard_normal((3, 4, 8)))
+    full, full_weights = layer(x, key_padding_mask=~tokens, is_causal=causal, need_weights=True)
+    packed, weights = layer(x[tokens], key_padding_mask=~tokens, is_causal=causal, need_weights=True, tokens=tokens)
+    assert packed.shape == (int(tokens.sum()), 8)
+    np.testing.assert_allclose(packed.numpy(), full.numpy()[tokens], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(weights.numpy()[tokens], full_weights.numpy()[tokens], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"packed query must be \[10, 8\]"):
+        layer(x[tokens][:5], key_padding_mask=~tokens, tokens=tokens)
+    with pytest.raises(ValueError, match="tokens must be a boolean"):
+        layer(x[tokens], tokens=tokens.astype(int))
+    with pytest.raises(ValueError, match="plain self-attention only"):
+        layer(x[tokens], x, tokens=tokens)
+
+
 @pytest.mark.parametrize("norm_first", [True, False], ids=["pre_ln", "post_ln"])
 def test_kv_cache_decoding_equals_the_full_causal_pass(norm_first):
     block = nn.TransformerBlock(8, 2, causal=True, norm_first=norm_first).to(dtype=ml.float64)
