@@ -12,6 +12,7 @@ mid-sized GEMMs left to them (BLAS_THREADS_FROM) round as they do.
     in_parallel(x.size, lambda start, stop: work(x[start:stop], out[start:stop]))   # elements
     over_blocks(rows, lambda start, stop: work(x[start:stop], out[start:stop]), grain)  # rows
     y = matmul(a, b, bias)                                                        # a GEMM
+    pending = start(work); ...; pending.result()               # work beside the caller's own
 
 Why minilm splits GEMMs itself (`take_over_blas`): OpenBLAS's own worker threads keep spinning
 for a while after each GEMM, waiting for the next one. A training step alternates GEMMs with
@@ -118,6 +119,32 @@ def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: 
         _inside.worker = False
         for future in futures:
             future.result()  # re-raises a worker's exception here
+
+
+class _Done:
+    """Work that ran inline, with a Future's result(): its value, or its exception raised again."""
+
+    def __init__(self, work: Callable[[], object]):
+        self.value, self.error = None, None
+        try:
+            self.value = work()
+        except Exception as error:  # raised from result(), where a Future raises it
+            self.error = error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def start(work: Callable[[], object], like=None):
+    """Begin work() on one of minilm's threads while the caller goes on; returns an object
+    whose result() waits for it (and re-raises its exception). Runs inline, at once, when
+    there is one thread, inside a thread of minilm's, or for GPU arrays (`like`), so the
+    caller's arithmetic is the same whatever the thread count."""
+    if num_threads() <= 1 or getattr(_inside, "worker", False) or (like is not None and type(like) is not np.ndarray):
+        return _Done(work)
+    return _get_pool(num_threads() - 1).submit(work)
 
 
 # ---------------------------------------------------------------------------------------

@@ -58,6 +58,24 @@ def test_a_workers_exception_reaches_the_caller_and_nested_work_runs_inline(monk
     assert sorted(inner) == [(0, 100), (0, 100)]
 
 
+def test_started_work_runs_beside_the_caller_or_inline_on_one_thread(monkeypatch):
+    monkeypatch.setenv("MINILM_NUM_THREADS", "2")
+    pending = parallel.start(lambda: threading.current_thread())
+    assert pending.result() is not threading.current_thread()  # ran on a thread of minilm's
+
+    def fail():
+        raise KeyError("from the started work")
+
+    failed = parallel.start(fail)
+    with pytest.raises(KeyError, match="started work"):
+        failed.result()
+    monkeypatch.setenv("MINILM_NUM_THREADS", "1")
+    assert parallel.start(lambda: threading.current_thread()).result() is threading.current_thread()
+    failed = parallel.start(fail)  # inline: the error still comes from result()
+    with pytest.raises(KeyError, match="started work"):
+        failed.result()
+
+
 @pytest.mark.parametrize("shape_a, shape_b, with_bias", [
     ((1024, 256), (256, 300), True),  # split by rows
     ((100, 512), (512, 2000), True),  # fewer rows than columns: split by columns
@@ -148,14 +166,20 @@ TRAIN_TWO_STEPS = """
     gpt = GPT(GPTConfig(vocab_size=1024, n_layer=1, n_head=4, n_embd=256, block_size=128, dropout=0.1)).train()
     ids = rng.integers(0, 1024, (8, 129))
     digests.append(train(gpt, lambda m: m(ids[:, :-1], targets=ids[:, 1:]).loss))
+    from minilm.models.lstm import LSTMConfig, LSTMLanguageModel
+    ml.manual_seed(0)
+    lstm = LSTMLanguageModel(LSTMConfig(vocab_size=256, n_embd=64, hidden_size=64, num_layers=2))
+    ids = rng.integers(0, 256, (8, 41))  # 40 steps: backward through time hands on 3 pieces
+    digests.append(train(lstm, lambda m: m(ids[:, :-1], targets=ids[:, 1:]).loss))
     print(json.dumps({"digests": digests, "dispatches": dispatches[0]}))
 """
 
 
 def test_training_is_bit_identical_on_one_thread_and_on_two():
-    """The same seq2seq (SiLU, padded attention, label smoothing) and GPT (tanh GELU) training
-    steps on one thread and on two give the same loss and parameters to the last bit, while the
-    two-thread run really splits its GEMMs, attention, activations and cross-entropy."""
+    """The same seq2seq (SiLU, padded attention, label smoothing), GPT (tanh GELU) and LSTM
+    training steps on one thread and on two give the same loss and parameters to the last bit,
+    while the two-thread run really splits its GEMMs, attention, activations and cross-entropy
+    (and finishes the LSTM's gradient pieces beside its time loop)."""
     one = json.loads(run_python(TRAIN_TWO_STEPS, MINILM_NUM_THREADS="1"))
     two = json.loads(run_python(TRAIN_TWO_STEPS, MINILM_NUM_THREADS="2"))
     assert one["dispatches"] == 0 and two["dispatches"] > 50

@@ -188,21 +188,36 @@ def test_lstm(dtype, num_layers, batch_first, bias):
 
 
 @DTYPES
-@pytest.mark.parametrize("small_gemm", [70, 10])
-def test_lstm_with_the_step_gemm_in_row_blocks(monkeypatch, dtype, small_gemm):
-    """The time loop splits each step's GEMM into row blocks under OpenBLAS's small-matrix
-    size; at these tiny sizes only a lowered limit exercises it (uneven blocks, one-row
-    blocks, and the backward's [H, 4H] @ [4H, B] too big for any block at limit 10)."""
+@pytest.mark.parametrize(("small_gemm", "hidden"), [(70, 5), (10, 5), (900, 23)])
+def test_lstm_with_the_step_gemm_in_blocks(monkeypatch, dtype, small_gemm, hidden):
+    """The time loop cuts each step's GEMM into row blocks under OpenBLAS's small-matrix
+    size; at these tiny sizes only a lowered limit exercises it: equal blocks as one stacked
+    call (70: the forward's 20 rows as 4 blocks of 5; 10: 20 blocks of one row), unequal
+    blocks where the row count has no divisor near the blocks needed (900, H=23: 92 rows in
+    5 blocks of 19), and one product when even one row is too big (the backward at 10)."""
     monkeypatch.setattr(F, "_SMALL_GEMM", small_gemm)
-    assert len(F._row_blocks(np.zeros((20, 5)), np.zeros((20, 2)))) == (3 if small_gemm == 70 else 20)
-    ours, theirs = nn.LSTM(3, 5, num_layers=2), tnn.LSTM(3, 5, num_layers=2)
+    rng = np.random.default_rng(0)
+    for rows in (4 * hidden, hidden):  # the forward's W_hh [4H, H] @ h, the backward's W_hh^T [H, 4H] @ dgates
+        matrix = rng.standard_normal((rows, 4 * hidden if rows == hidden else hidden))
+        v, out = rng.standard_normal((matrix.shape[1], 2)), np.empty((rows, 2))
+        F._step_product(matrix, out)(v)
+        np.testing.assert_allclose(out, matrix @ v, rtol=1e-13)
+    ours, theirs = nn.LSTM(3, hidden, num_layers=2), tnn.LSTM(3, hidden, num_layers=2)
 
     def forward(module, x, h, c):
         out, (h_n, c_n) = module(x, (h, c))
         return [out, h_n, c_n]
 
-    compare(ours, theirs, [rand(4, 2, 3), rand(2, 2, 5, seed=1) * 0.5, rand(2, 2, 5, seed=2) * 0.5], dtype,
+    compare(ours, theirs, [rand(4, 2, 3), rand(2, 2, hidden, seed=1) * 0.5, rand(2, 2, hidden, seed=2) * 0.5], dtype,
             lambda *xs: forward(ours, *xs), lambda *xs: forward(theirs, *xs))
+
+
+def test_lstm_backward_in_pieces_matches_torch(monkeypatch):
+    """Backward hands its gate gradients on in pieces of F._LSTM_PIECE steps (W_hh's gradient
+    summed over them); at 3 steps a piece, 8 steps make pieces 6-7, 3-5 and 0-2."""
+    monkeypatch.setattr(F, "_LSTM_PIECE", 3)
+    ours, theirs = nn.LSTM(3, 4, num_layers=2), tnn.LSTM(3, 4, num_layers=2)
+    compare(ours, theirs, [rand(8, 2, 3)], np.float64, lambda x: [ours(x)[0]], lambda x: [theirs(x)[0]])
 
 
 def test_lstm_zero_initial_state_matches_torch_default():
