@@ -42,7 +42,7 @@ def run(args) -> int:
     batch = tokenizer(texts, padding=True, truncation=True, max_length=args.max_length)
     with no_grad():
         logits = model(*(np.asarray(batch[k], dtype=np.int64)
-                         for k in ("input_ids", "attention_mask", "token_type_ids"))).logits.numpy()
+                         for k in ("input_ids", "attention_mask", "token_type_ids")), skip_padding=True).logits.numpy()
     logits = logits - logits.max(-1, keepdims=True)
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)  # [N, num_labels]
     for text, row in zip(texts, probs):

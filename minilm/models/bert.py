@@ -311,13 +311,15 @@ class BertForSequenceClassification(nn.Module):
         self.classifier.apply(_bert_init)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
-                inputs_embeds: Tensor | None = None):
+                inputs_embeds: Tensor | None = None, skip_padding: bool = False):
         """A ModelOutput: logits [B, num_labels], and the loss with integer `labels` [B].
 
         inputs_embeds [B, T, C] replaces the word vectors of input_ids (see BertModel.forward).
+        skip_padding: compute the real tokens only (BertModel.forward); the [CLS] token the
+        classifier reads must then be a real one (right padding, as WordPieceTokenizer pads).
         """
         _, pooled = self.bert(input_ids, attention_mask, token_type_ids, return_pooled=True,
-                              inputs_embeds=inputs_embeds)  # [B, C]
+                              inputs_embeds=inputs_embeds, skip_padding=skip_padding)  # [B, C]
         logits = self.classifier(self.drop(pooled))  # [B, num_labels]
         if labels is None:
             return ModelOutput(logits)

@@ -110,7 +110,11 @@ class MaskedLMTask:
 
 
 class ClassificationTask:
-    """Sequence classification from labeled texts (a WordPieceTokenizer encodes them)."""
+    """Sequence classification from labeled texts (a WordPieceTokenizer encodes them).
+
+    Each batch is padded to its longest text, and the model skips the padding
+    (BertForSequenceClassification's skip_padding): a step costs what its tokens cost.
+    """
 
     metric = "val_loss"
 
@@ -133,7 +137,8 @@ class ClassificationTask:
         return self._encode([self.train.texts[i] for i in rows], [self.train.labels[i] for i in rows])
 
     def loss(self, model, batch) -> Tensor:
-        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"]).loss
+        return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], labels=batch["labels"],
+                     skip_padding=True).loss
 
     def evaluate(self, model, max_batches: int) -> dict:
         total, correct, count = 0.0, 0, 0
@@ -141,7 +146,7 @@ class ClassificationTask:
             batch = self._encode(self.val.texts[start : start + self.batch_size],
                                  self.val.labels[start : start + self.batch_size])
             logits, loss = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                 labels=batch["labels"])
+                                 labels=batch["labels"], skip_padding=True)
             rows = len(batch["labels"])
             total += float(loss.item()) * rows
             correct += int((logits.numpy().argmax(-1) == batch["labels"]).sum())

@@ -147,7 +147,8 @@ def test_heads_match_transformers_in_both_directions(kind, tmp_path):
     assert np.abs(again - expected).max() <= 1e-4
 
 
-def test_bert_gradients_match_torch():
+@pytest.mark.parametrize("skip_padding", [False, True], ids=["padded", "skip_padding"])
+def test_bert_gradients_match_torch(skip_padding):
     torch.manual_seed(0)
     reference = transformers.BertForSequenceClassification(_small_config(num_labels=2)).double().eval()
     ml.set_default_dtype(ml.float64)
@@ -166,7 +167,7 @@ def test_bert_gradients_match_torch():
     model.load_state_dict(values)
     ids, mask, types = _batch()
     labels = np.array([0, 1])
-    _, loss = model(ids, mask, types, labels=labels)
+    _, loss = model(ids, mask, types, labels=labels, skip_padding=skip_padding)  # row 1 is padded
     loss.backward()
     out = reference(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                     token_type_ids=torch.tensor(types), labels=torch.tensor(labels))
