@@ -133,28 +133,29 @@ class MultiHeadAttention(Module):
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None, *,
                 key_padding_mask=None, attn_mask=None, is_causal: bool = False, need_weights: bool = False,
                 average_attn_weights: bool = True, cache: KVCache | None = None, rotary=None, tokens=None):
-        if tokens is not None:
-            return self._packed(query, tokens, key, value, key_padding_mask, attn_mask, is_causal, need_weights,
-                                average_attn_weights, cache, rotary)
-        if not self.batch_first:  # [T, B, C] -> [B, T, C]
-            query, key, value = (ops.swapaxes(t, 0, 1) if t is not None else None for t in (query, key, value))
-        if query.ndim != 3 or query.shape[-1] != self.embed_dim:
-            raise ValueError(f"MultiHeadAttention: expected query [B, L, {self.embed_dim}], got shape {query.shape}")
-        batch, length, channels = query.shape
-
-        if key is None and value is None and self.num_kv_heads == self.num_heads:  # one GEMM for q, k and v
-            q, k, v = F.split_heads(self.in_proj(query), self.num_heads, parts=3)  # [B, T, 3C] -> 3 x [B, H, T, D]
-        elif key is None and value is None:  # grouped: [B, T, C + 2 KVH D] -> q [B, H, T, D], k, v [B, KVH, T, D]
-            q, k, v = ops.split(self.in_proj(query), [channels, channels + self.kv_dim], axis=-1)
-            q, k, v = F.split_heads(q, self.num_heads)[0], F.split_heads(k, self.num_kv_heads)[0], \
-                F.split_heads(v, self.num_kv_heads)[0]
+        if tokens is not None:  # packed rows [N, C]: self-attention on the padded layout
+            q, k, v = self._packed_projections(query, tokens, key, value, cache, rotary)  # 3 x [B, H, T, D]
+            batch, length = tokens.shape
         else:
-            q, k, v = (F.split_heads(t, heads)[0] for t, heads in
-                       zip(self._project(query, key, value), (self.num_heads, self.num_kv_heads, self.num_kv_heads)))
-        if rotary is not None:
-            q, k = F.apply_rotary(q, *rotary), F.apply_rotary(k, *rotary)
-        if cache is not None:
-            k, v = cache.update(k, v)  # [B, KVH, S, D], S = cached + new positions
+            if not self.batch_first:  # [T, B, C] -> [B, T, C]
+                query, key, value = (ops.swapaxes(t, 0, 1) if t is not None else None for t in (query, key, value))
+            if query.ndim != 3 or query.shape[-1] != self.embed_dim:
+                raise ValueError(
+                    f"MultiHeadAttention: expected query [B, L, {self.embed_dim}], got shape {query.shape}")
+            batch, length, channels = query.shape
+            if key is None and value is None and self.num_kv_heads == self.num_heads:  # one GEMM for q, k and v
+                q, k, v = F.split_heads(self.in_proj(query), self.num_heads, parts=3)  # [B, T, 3C] -> 3 x [B, H, T, D]
+            elif key is None and value is None:  # grouped: [B, T, C + 2 KVH D] -> q [B, H, T, D], k, v [B, KVH, T, D]
+                q, k, v = ops.split(self.in_proj(query), [channels, channels + self.kv_dim], axis=-1)
+                q, k, v = F.split_heads(q, self.num_heads)[0], F.split_heads(k, self.num_kv_heads)[0], \
+                    F.split_heads(v, self.num_kv_heads)[0]
+            else:
+                q, k, v = (F.split_heads(t, heads)[0] for t, heads in zip(
+                    self._project(query, key, value), (self.num_heads, self.num_kv_heads, self.num_kv_heads)))
+            if rotary is not None:
+                q, k = F.apply_rotary(q, *rotary), F.apply_rotary(k, *rotary)
+            if cache is not None:
+                k, v = cache.update(k, v)  # [B, KVH, S, D], S = cached + new positions
         source = k.shape[2]
 
         mask = self._combined_mask(batch, length, source, key_padding_mask, attn_mask, is_causal, q)
@@ -165,16 +166,19 @@ class MultiHeadAttention(Module):
                 q, k, v, attn_mask=mask, dropout_p=self.dropout, training=self.training, return_weights=need_weights
             )  # [B, H, L, D] (and the weights [B, H, L, S])
             out, weights = result if need_weights else (result, None)
-        out = self.out_proj(F.merge_heads(out))  # [B, H, L, D] -> [B, L, C] -> [B, L, C]
-        if not self.batch_first:
+        out = F.merge_heads(out)  # [B, H, L, D] -> [B, L, C]
+        if tokens is not None:
+            out = ops.getitem(out, tokens)  # [B, T, C] -> [N, C]: the real tokens' rows again
+        out = self.out_proj(out)
+        if not self.batch_first and tokens is None:
             out = ops.swapaxes(out, 0, 1)
         if not need_weights:
             return out, None
         return out, (ops.mean(weights, axis=1) if average_attn_weights else weights)
 
-    def _packed(self, packed: Tensor, tokens, key, value, key_padding_mask, attn_mask, is_causal, need_weights,
-                average_attn_weights, cache, rotary):
-        """Self-attention over packed rows: packed [N, C] -> [N, C] (see `tokens` above)."""
+    def _packed_projections(self, packed: Tensor, tokens, key, value, cache, rotary) -> tuple:
+        """q, k, v [B, H, T, D] of packed rows [N, C] (see `tokens` above): the projection's
+        GEMM runs on the N rows alone, then its rows go to their places in the padded batch."""
         if key is not None or value is not None or cache is not None or rotary is not None \
                 or self.num_kv_heads != self.num_heads:
             raise ValueError("MultiHeadAttention: packed input (tokens=) supports plain self-attention only "
@@ -186,19 +190,8 @@ class MultiHeadAttention(Module):
         if packed.ndim != 2 or packed.shape != (count, self.embed_dim):
             raise ValueError(f"MultiHeadAttention: packed query must be [{count}, {self.embed_dim}] "
                              f"(the real tokens of tokens {tokens.shape}), got shape {packed.shape}")
-        batch, length = tokens.shape
-        projected = self.in_proj(packed)  # [N, C] -> [N, 3C]: the GEMM skips the padding
-        padded = ops.unpack_rows(projected, tokens)  # [N, 3C] -> [B, T, 3C], zeros at padding
-        q, k, v = F.split_heads(padded, self.num_heads, parts=3)  # 3 x [B, H, T, D]
-        mask = self._combined_mask(batch, length, length, key_padding_mask, attn_mask, is_causal, q)
-        result = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout, training=self.training, return_weights=need_weights
-        )  # [B, H, T, D] (and the weights [B, H, T, T])
-        out, weights = result if need_weights else (result, None)
-        out = self.out_proj(ops.getitem(F.merge_heads(out), tokens))  # [B, T, C] -> [N, C] -> [N, C]
-        if not need_weights:
-            return out, None
-        return out, (ops.mean(weights, axis=1) if average_attn_weights else weights)
+        padded = ops.unpack_rows(self.in_proj(packed), tokens)  # [N, C] -> [N, 3C] -> [B, T, 3C], zeros at padding
+        return F.split_heads(padded, self.num_heads, parts=3)  # 3 x [B, H, T, D]
 
     def _grouped_attention(self, q, k, v, mask, need_weights: bool):
         """Attention of q [B, H, L, D] over k, v [B, KVH, S, D] without repeating k and v:
