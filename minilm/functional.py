@@ -850,10 +850,10 @@ def lstm_cell(gates: Tensor, c_prev: Tensor) -> tuple:
 _SMALL_GEMM = 100**3
 
 
-# Backward through time hands its gate gradients on in pieces of this many steps (see
-# LSTMLayer.backward): a piece's part of W_hh's gradient (at H=256, B=16: 67M multiply-adds,
-# ~1.3 ms on one core) takes about as long as the loop's 16 steps, so each is done by the
-# time the loop leaves the next.
+# LSTMLayer works beside its time loop in pieces of this many steps: forward, a piece's input
+# projection is ready before the loop reaches it; backward, a piece's part of W_hh's gradient
+# is made once the loop has left it. Each is ~1.3 ms on one core at H=256, B=16 (67M
+# multiply-adds), about as long as the loop's 16 steps.
 _LSTM_PIECE = 16
 
 
@@ -888,46 +888,75 @@ def _step_product(matrix, out) -> Callable:
 class LSTMLayer(Function):
     """A whole LSTM layer over time as one node (gates i, f, g, o in PyTorch's order):
 
-        (projected [T, B, 4H] = W_ih x_t + b_ih + b_hh for every t, weight_hh [4H, H],
+        (x [T, B, I], weight_ih [4H, I], bias [4H] (b_ih + b_hh; optional), weight_hh [4H, H],
          h0 [B, H], c0 [B, H]) -> (out [T, B, H] = h_1..h_T, h_T [B, H], c_T [B, H])
 
+    The input projection W_ih x_t + b does not depend on h: it is computed for many steps at
+    once, [n*B, I] @ [I, 4H] per piece of _LSTM_PIECE steps, by a thread of minilm's while the
+    time loop (one thread: each step needs the one before) runs the piece before it.
+
     The time loop runs on arrays in buffers made once, each step feature-major: gates
-    [4H, B], h and c [H, B] (the projection is transposed once on the way in, the outputs
-    once on the way out). Two reasons: a step's GEMM is then W_hh [4H, H] @ h_{t-1} [H, B],
-    which OpenBLAS runs about twice as fast as the same product laid out [B, H] @ [H, 4H]
-    (B is small: this is a skinny GEMM); and each gate is a contiguous block of rows, so
-    one call covers several gates. The forward keeps its rows in the order i, f, o, g (the
-    three sigmoid gates together: one call each for their arithmetic); everything it hands
-    on is in PyTorch's order.
+    [4H, B], h and c [H, B] (the projection is transposed on the way in, the outputs on the
+    way out). Two reasons: a step's GEMM is then W_hh [4H, H] @ h_{t-1} [H, B], which
+    OpenBLAS runs about twice as fast as the same product laid out [B, H] @ [H, 4H] (B is
+    small: this is a skinny GEMM); and each gate is a contiguous block of rows, so one call
+    covers several gates. The forward keeps its rows in the order i, f, o, g (the three
+    sigmoid gates together: one call each for their arithmetic); everything it hands on is
+    in PyTorch's order.
 
     Per step, forward is one GEMM and the gate arithmetic of `LSTMCell` in place. Backward
     through time first computes, for all steps at once, the gate derivatives that do not
     depend on the gradient flowing back (i (1 - i) g, ...); the reverse loop then only
-    scales them by dc_t or dh_t and runs one GEMM, W_hh^T dgates_t. W_hh's gradient is one
-    GEMM over all steps at the end, sum_t dgates_t h_{t-1}^T.
+    scales them by dc_t or dh_t and runs one GEMM, W_hh^T dgates_t. W_hh's gradient,
+    sum_t dgates_t h_{t-1}^T, is made piece by piece beside the loop; the input's, W_ih's and
+    the bias's are those of a Linear layer given the gate gradients of all steps.
     """
 
     autocast_policy = "low"
 
-    def forward(self, projected, weight_hh, h0, c0):
-        xp = ops._xp(projected)
-        steps, batch, four_hidden = projected.shape
-        hidden = four_hidden // 4
-        dtype = xp.result_type(projected, weight_hh, h0)
+    def __init__(self, has_bias: bool = True):
+        self.has_bias = has_bias
+
+    def forward(self, x, weight_ih, *rest):
+        bias = rest[0] if self.has_bias else None
+        weight_hh, h0, c0 = rest[-3:]
+        xp = ops._xp(x)
+        steps, batch, _ = x.shape
+        four_hidden, hidden = weight_hh.shape
+        dtype = xp.result_type(x, weight_ih, weight_hh, h0)
         # Rows in the order i, f, o, g: PyTorch's blocks (i, f) and o, then g.
         forward_order = (slice(0, 2 * hidden), slice(3 * hidden, four_hidden), slice(2 * hidden, 3 * hidden))
         acts = xp.empty((steps, four_hidden, batch), dtype=dtype)  # pre-activations, then activations
-        weight = xp.empty((four_hidden, hidden), dtype=dtype)  # W_hh's rows in that order
-        row = 0
-        for rows in forward_order:
-            size = rows.stop - rows.start
-            acts[:, row : row + size] = projected[:, :, rows].transpose(0, 2, 1)  # [T, B, n] -> [T, n, B]
-            weight[row : row + size] = weight_hh[rows]
-            row += size
+
+        # One piece alone (a short sequence) may split its GEMM over the threads; with more,
+        # each piece's GEMM runs on one, the first here and the others beside it.
+        multiply = parallel.matmul if steps <= _LSTM_PIECE else xp.matmul
+
+        def project(first: int, last: int) -> None:
+            """acts[first:last] = W_ih x_t + b for steps first..last-1, the sigmoid rows halved."""
+            xs = x[first:last].reshape(-1, x.shape[-1])  # [n*B, I]
+            projected = multiply(xs, weight_ih.T)  # [n*B, 4H]
+            if bias is not None:
+                projected += bias
+            projected = projected.reshape(last - first, batch, four_hidden)
+            row = 0
+            for rows in forward_order:
+                size = rows.stop - rows.start
+                acts[first:last, row : row + size] = projected[:, :, rows].transpose(0, 2, 1)  # [n, B, k] -> [n, k, B]
+                row += size
+            acts[first:last, : 3 * hidden] *= 0.5  # see below
+
+        projections = {start: parallel.start(lambda first=start: project(first, min(steps, first + _LSTM_PIECE)),
+                                             like=acts) for start in range(_LSTM_PIECE, steps, _LSTM_PIECE)}
+        project(0, min(steps, _LSTM_PIECE))  # meanwhile the first piece here
         # sigmoid(x) = (1 + tanh(x / 2)) / 2, the formula of ops.sigmoid (no overflow). With the
         # rows of i, f, o halved in the projection and in W_hh (exact: a power of two), one
         # tanh per step covers all four gates.
-        acts[:, : 3 * hidden] *= 0.5
+        weight = xp.empty((four_hidden, hidden), dtype=dtype)  # W_hh's rows in the order i, f, o, g
+        row = 0
+        for rows in forward_order:
+            weight[row : row + rows.stop - rows.start] = weight_hh[rows]
+            row += rows.stop - rows.start
         weight[: 3 * hidden] *= 0.5
         cells = xp.empty((steps, hidden, batch), dtype=xp.result_type(acts, c0))  # c_1..c_T
         tanh_cells = xp.empty_like(cells)
@@ -937,6 +966,8 @@ class LSTMLayer(Function):
         recurrent_product = _step_product(weight, recurrent)
         h, c = h0.T, c0.T  # [B, H] -> [H, B]
         for t in range(steps):
+            if t in projections:
+                projections.pop(t).result()  # this piece's projection is in acts
             gates = acts[t]  # [4H, B]
             recurrent_product(h)  # W_hh [4H, H] @ h [H, B]
             gates += recurrent
@@ -955,7 +986,9 @@ class LSTMLayer(Function):
 
     def backward(self, grad_out, grad_h, grad_c):
         acts, cells, tanh_cells, out = self.saved
-        _, weight_hh, h0, c0 = (x.data for x in self.inputs)
+        x_input, weight_ih_input = self.inputs[0], self.inputs[1]
+        weight_hh_input = self.inputs[-3]
+        weight_hh, h0, c0 = (t.data for t in self.inputs[-3:])
         xp = ops._xp(acts)
         steps, four_hidden, batch = acts.shape
         hidden = four_hidden // 4
@@ -984,7 +1017,7 @@ class LSTMLayer(Function):
         grad_gates = xp.empty_like(acts)  # [T, 4H, B], PyTorch's order
         grad_steps = xp.ascontiguousarray(grad_out.transpose(0, 2, 1))  # [T, B, H] -> [T, H, B]
         grad_projected = xp.empty((steps, batch, four_hidden), dtype=grad_gates.dtype)  # the same, [T, B, 4H]
-        wants_weight = self.inputs[1].requires_grad
+        wants_weight = weight_hh_input.requires_grad
         h_prev = xp.concatenate([h0[None], out[:-1]], axis=0)  # h_0..h_{T-1}: [T, B, H]
 
         def finish(first: int, last: int, split: bool = False):
@@ -1023,14 +1056,26 @@ class LSTMLayer(Function):
                 pending.append(parallel.start(lambda first=t, last=piece_end: finish(first, last), like=acts))
                 piece_end = t
         parts = [finish(0, piece_end, split=True)] + [piece.result() for piece in reversed(pending)]
-        grad_weight = None
+        grad_weight_hh = None
         if wants_weight:
-            grad_weight = parts[0]
+            grad_weight_hh = parts[0]
             for part in parts[1:]:
-                grad_weight += part  # [4H, H]
-        return grad_projected, grad_weight, xp.ascontiguousarray(dh.T), xp.ascontiguousarray(dc.T)
+                grad_weight_hh += part  # [4H, H]
+        # The input projection's gradients, as Linear's backward: [T*B, 4H] -> x, W_ih, b
+        grad_rows = grad_projected.reshape(-1, four_hidden)
+        grads = [None, None]
+        if x_input.requires_grad:
+            grads[0] = parallel.matmul(grad_rows, weight_ih_input.data).reshape(x_input.shape)  # [T*B, 4H] @ [4H, I]
+        if weight_ih_input.requires_grad:
+            x_rows = x_input.data.reshape(-1, x_input.shape[-1])
+            grads[1] = parallel.matmul(grad_rows.T, x_rows)  # [4H, T*B] @ [T*B, I]
+        if self.has_bias:
+            grads.append(ops.sum_leading_axes(grad_rows, 1) if self.inputs[2].requires_grad else None)  # [4H]
+        return (*grads, grad_weight_hh, xp.ascontiguousarray(dh.T), xp.ascontiguousarray(dc.T))
 
-    def composite(self, projected, weight_hh, h0, c0):
+    def composite(self, x, weight_ih, *rest):
+        weight_hh, h0, c0 = rest[-3:]
+        projected = Linear().composite(x, weight_ih, *rest[: len(rest) - 3])  # [T, B, 4H]
         weight_t = ops.swapaxes(weight_hh, 0, 1)
         h, c, steps = h0, c0, []
         for t in range(projected.shape[0]):
@@ -1039,13 +1084,21 @@ class LSTMLayer(Function):
         return ops.stack(steps, axis=0), h, c
 
 
-def lstm_layer(projected: Tensor, weight_hh: Tensor, h0: Tensor, c0: Tensor) -> tuple:
-    """A whole LSTM layer: (projected [T, B, 4H], weight_hh [4H, H], h0, c0 [B, H]) ->
-    (out [T, B, H], h_T, c_T). `projected` is the input projection with both biases."""
-    if projected.ndim != 3 or projected.shape[0] == 0 or projected.shape[-1] != 4 * h0.shape[-1]:
-        raise ValueError(f"lstm_layer: expected projected [T >= 1, B, 4H] with H={h0.shape[-1]}, "
-                         f"got shape {projected.shape}")
-    return LSTMLayer()(projected, weight_hh, h0, c0)
+def lstm_layer(x: Tensor, weight_ih: Tensor, bias: Tensor | None, weight_hh: Tensor, h0: Tensor,
+               c0: Tensor) -> tuple:
+    """A whole LSTM layer: (x [T, B, I], weight_ih [4H, I], bias [4H] (b_ih + b_hh) or None,
+    weight_hh [4H, H], h0, c0 [B, H]) -> (out [T, B, H], h_T, c_T)."""
+    hidden = h0.shape[-1]
+    if x.ndim != 3 or x.shape[0] == 0:
+        raise ValueError(f"lstm_layer: expected x [T >= 1, B, I], got shape {x.shape}")
+    if weight_ih.shape != (4 * hidden, x.shape[-1]) or weight_hh.shape != (4 * hidden, hidden):
+        raise ValueError(f"lstm_layer: with x {x.shape} and H={hidden}, expected weight_ih [{4 * hidden}, "
+                         f"{x.shape[-1]}] and weight_hh [{4 * hidden}, {hidden}], got {weight_ih.shape} and "
+                         f"{weight_hh.shape}")
+    if bias is not None and bias.shape != (4 * hidden,):
+        raise ValueError(f"lstm_layer: bias has shape {bias.shape}, expected ({4 * hidden},)")
+    inputs = (x, weight_ih) + ((bias,) if bias is not None else ()) + (weight_hh, h0, c0)
+    return LSTMLayer(bias is not None)(*inputs)
 
 
 # ---------------------------------------------------------------------------------------

@@ -60,7 +60,8 @@ def _cases():
     angles = RNG.standard_normal((3, 2))
     yield F.Rotary(_on_device(np.cos(angles)), _on_device(np.sin(angles))), [_leaf(2, 2, 3, 4)]
     yield F.LSTMCell(), [_leaf(3, 8), _leaf(3, 2)]
-    yield F.LSTMLayer(), [_leaf(4, 3, 8), _leaf(8, 2), _leaf(3, 2), _leaf(3, 2)]
+    yield F.LSTMLayer(True), [_leaf(4, 3, 5), _leaf(8, 5), _leaf(8), _leaf(8, 2), _leaf(3, 2), _leaf(3, 2)]
+    yield F.LSTMLayer(False), [_leaf(4, 3, 5), _leaf(8, 5), _leaf(8, 2), _leaf(3, 2), _leaf(3, 2)]
 
 
 def _gradients(outputs, inputs, output_grads):

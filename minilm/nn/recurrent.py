@@ -7,11 +7,12 @@ bias_hh_l{l}; G = 1 for the RNN, 4 for the LSTM with gates in PyTorch's order i,
     LSTM:  i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
            c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
 
-Speed: the input projection W_ih x_t + b does not depend on h, so it is computed for all
-time steps at once, one GEMM of [T*B, I] x [I, G*H], before the time loop. The RNN's loop
-then does one small GEMM per step. The LSTM's whole loop is one fused rule
-(`F.lstm_layer` in functional.py): the steps run on arrays into buffers made once, backward
-through time walks them in reverse, and W_hh's gradient is one GEMM over all steps.
+Speed: the input projection W_ih x_t + b does not depend on h, so it is computed for many
+time steps at once: for the RNN one GEMM of [T*B, I] x [I, G*H] before the time loop, which
+then does one small GEMM per step. An LSTM layer is one fused rule (`F.lstm_layer` in
+functional.py): the projection is made in pieces of steps on a second thread while the
+time loop runs on arrays in buffers made once, backward through time walks them in
+reverse, and W_hh's gradient is made piece by piece beside it.
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ class _Recurrent(Module):
                 f"{type(self).__name__}: {name} must have shape {expected} [layers, B, H], got {state.shape}")
         return state
 
+    def _bias(self, layer: int) -> Tensor | None:
+        """b_ih + b_hh: both are added to every step's pre-activations, so they act as one."""
+        return getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}") if self.bias else None
+
     def _projected(self, x: Tensor, layer: int) -> Tensor:
         """W_ih x_t + b_ih + b_hh for every step t, one GEMM: [T, B, I] -> [T, B, G*H]."""
-        bias = None
-        if self.bias:
-            bias = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
-        return F.linear(x, getattr(self, f"weight_ih_l{layer}"), bias)
+        return F.linear(x, getattr(self, f"weight_ih_l{layer}"), self._bias(layer))
 
     def _input_steps(self, x: Tensor, layer: int) -> tuple:
         """The projection cut into its time steps: T x [B, G*H]."""
@@ -141,9 +143,9 @@ class LSTM(_Recurrent):
         c0 = self._initial_state(c0, batch, x, "c0")
         final_h, final_c = [], []
         for layer in range(self.num_layers):
-            projected = self._projected(x, layer)  # [T, B, 4H]
-            # the time loop and its backward run inside one fused rule (F.lstm_layer)
-            out, h, c = F.lstm_layer(projected, getattr(self, f"weight_hh_l{layer}"), h0[layer], c0[layer])
+            # the input projection, the time loop and their backward run inside one fused rule
+            out, h, c = F.lstm_layer(x, getattr(self, f"weight_ih_l{layer}"), self._bias(layer),
+                                     getattr(self, f"weight_hh_l{layer}"), h0[layer], c0[layer])  # [T, B, H]
             final_h.append(h)  # [B, H]
             final_c.append(c)
             x = self._between_layers(out, layer)  # [T, B, H]
