@@ -10,7 +10,8 @@
    ways: (a) batches of --embed-batch in the given order, each padded to its longest (the
    model card's way); (b) sorted by length, batches of --sorted-batch (minilm's default, and
    what sentence-transformers' `encode` does). Sentences/s and the ratio minilm /
-   transformers (above 1.0: minilm is faster).
+   transformers (above 1.0: minilm is faster). Both get the same padded batches; minilm's
+   sentence_embeddings skips the padding (BertModel's skip_padding), transformers computes it.
 
 Both contenders are timed alternately in one process (these machines are shared); the
 median of --steps runs per round, the best round counts.
