@@ -924,8 +924,10 @@ class LSTMLayer(Function):
         steps, batch, _ = x.shape
         four_hidden, hidden = weight_hh.shape
         dtype = xp.result_type(x, weight_ih, weight_hh, h0)
-        # Rows in the order i, f, o, g: PyTorch's blocks (i, f) and o, then g.
-        forward_order = (slice(0, 2 * hidden), slice(3 * hidden, four_hidden), slice(2 * hidden, 3 * hidden))
+        # Rows in the order i, f, o, g: (PyTorch's rows, their place here) for (i, f), o and g.
+        reorder = ((slice(0, 2 * hidden), slice(0, 2 * hidden)),
+                   (slice(3 * hidden, four_hidden), slice(2 * hidden, 3 * hidden)),
+                   (slice(2 * hidden, 3 * hidden), slice(3 * hidden, four_hidden)))
         acts = xp.empty((steps, four_hidden, batch), dtype=dtype)  # pre-activations, then activations
 
         # One piece alone (a short sequence) may split its GEMM over the threads; with more,
@@ -939,11 +941,8 @@ class LSTMLayer(Function):
             if bias is not None:
                 projected += bias
             projected = projected.reshape(last - first, batch, four_hidden)
-            row = 0
-            for rows in forward_order:
-                size = rows.stop - rows.start
-                acts[first:last, row : row + size] = projected[:, :, rows].transpose(0, 2, 1)  # [n, B, k] -> [n, k, B]
-                row += size
+            for source, target in reorder:
+                acts[first:last, target] = projected[:, :, source].transpose(0, 2, 1)  # [n, B, k] -> [n, k, B]
             acts[first:last, : 3 * hidden] *= 0.5  # see below
 
         projections = {start: parallel.start(lambda first=start: project(first, min(steps, first + _LSTM_PIECE)),
@@ -953,10 +952,8 @@ class LSTMLayer(Function):
         # rows of i, f, o halved in the projection and in W_hh (exact: a power of two), one
         # tanh per step covers all four gates.
         weight = xp.empty((four_hidden, hidden), dtype=dtype)  # W_hh's rows in the order i, f, o, g
-        row = 0
-        for rows in forward_order:
-            weight[row : row + rows.stop - rows.start] = weight_hh[rows]
-            row += rows.stop - rows.start
+        for source, target in reorder:
+            weight[target] = weight_hh[source]
         weight[: 3 * hidden] *= 0.5
         cells = xp.empty((steps, hidden, batch), dtype=xp.result_type(acts, c0))  # c_1..c_T
         tanh_cells = xp.empty_like(cells)
