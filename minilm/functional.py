@@ -892,7 +892,7 @@ class LSTMLayer(Function):
          h0 [B, H], c0 [B, H]) -> (out [T, B, H] = h_1..h_T, h_T [B, H], c_T [B, H])
 
     The input projection W_ih x_t + b does not depend on h: it is computed for many steps at
-    once, [n*B, I] @ [I, 4H] per piece of _LSTM_PIECE steps, by a thread of minilm's while the
+    once, [4H, I] @ [I, n*B] per piece of _LSTM_PIECE steps, by a thread of minilm's while the
     time loop (one thread: each step needs the one before) runs the piece before it.
 
     The time loop runs on arrays in buffers made once, each step feature-major: gates
