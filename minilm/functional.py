@@ -1001,26 +1001,44 @@ class LSTMLayer(Function):
         # With dh, dc the gradients reaching h_t and c_t (dc including dh o (1 - tanh(c)^2),
         # through h = o tanh(c)), the pre-activation gradients are
         #   di = dc g i (1 - i),  df = dc c_prev f (1 - f),  dg = dc i (1 - g^2),  do = dh tanh(c) o (1 - o)
-        # Their factors after dc and dh ("local") do not depend on the gradient: all steps at
-        # once, in PyTorch's order i, f, g, o (the rows dc scales are then one block).
+        # Their factors after dc and dh ("local") do not depend on the gradient, in PyTorch's
+        # order i, f, g, o (the rows dc scales are then one block). They are made a piece of
+        # steps at a time: the loop's first piece (the last steps) here, the others on a
+        # thread of minilm's while the loop runs.
         local = xp.empty_like(acts)  # [T, 4H, B]
         local_i, local_f, local_g, local_o = (local[:, k * hidden : (k + 1) * hidden] for k in range(4))
-        for s, local_s in ((acts[:, : 2 * hidden], local[:, : 2 * hidden]), (o, local_o)):
-            xp.subtract(1, s, out=local_s)  # sigmoid' = s (1 - s), for i, f and o
-            local_s *= s
-        local_i *= g
-        local_f[0] *= c0.T
-        local_f[1:] *= cells[:-1]
-        xp.multiply(g, g, out=local_g)
-        xp.subtract(1, local_g, out=local_g)
-        local_g *= i
-        local_o *= tanh_cells
-        through_h = xp.multiply(tanh_cells, tanh_cells)  # o (1 - tanh(c)^2)
-        xp.subtract(1, through_h, out=through_h)
-        through_h *= o
+        through_h = xp.empty_like(tanh_cells)  # o (1 - tanh(c)^2): [T, H, B]
+        grad_steps = xp.empty((steps, hidden, batch), dtype=grad_out.dtype)  # grad_out feature-major
 
+        def prepare(first: int, last: int) -> None:
+            """local, through_h and grad_steps for steps first..last-1."""
+            t = slice(first, last)
+            for s, local_s in ((acts[t, : 2 * hidden], local[t, : 2 * hidden]), (o[t], local_o[t])):
+                xp.subtract(1, s, out=local_s)  # sigmoid' = s (1 - s), for i, f and o
+                local_s *= s
+            local_i[t] *= g[t]
+            if first == 0:
+                local_f[0] *= c0.T
+            local_f[max(first, 1) : last] *= cells[max(first, 1) - 1 : last - 1]  # c_{t-1}
+            xp.multiply(g[t], g[t], out=local_g[t])
+            xp.subtract(1, local_g[t], out=local_g[t])
+            local_g[t] *= i[t]
+            local_o[t] *= tanh_cells[t]
+            xp.multiply(tanh_cells[t], tanh_cells[t], out=through_h[t])
+            xp.subtract(1, through_h[t], out=through_h[t])
+            through_h[t] *= o[t]
+            grad_steps[t] = grad_out[t].transpose(0, 2, 1)  # [n, B, H] -> [n, H, B]
+
+        # dgates_t to h_{t-1} is W_hh^T [H, 4H] @ dgates_t [4H, B]: W_hh^T is copied out
+        # (contiguous for _step_product, ~0.3 ms at H=256) on a thread of minilm's, first.
+        dh = xp.array(grad_h.T, dtype=acts.dtype, order="C")  # [H, B]; copies: updated in place below
+        to_previous_h = parallel.start(lambda: _step_product(weight_hh.T, dh), like=acts)
+        starts = range(0, steps, _LSTM_PIECE)  # the pieces of steps, as the loop below leaves them
+        prepared = {min(steps, start + _LSTM_PIECE) - 1: parallel.start(  # keyed by the step that needs them first
+            lambda first=start: prepare(first, min(steps, first + _LSTM_PIECE)), like=acts)
+            for start in reversed(starts[:-1])}  # in the order the loop needs them
+        prepare(starts[-1], steps)
         grad_gates = xp.empty_like(acts)  # [T, 4H, B], PyTorch's order
-        grad_steps = xp.ascontiguousarray(grad_out.transpose(0, 2, 1))  # [T, B, H] -> [T, H, B]
         grad_projected = xp.empty((steps, batch, four_hidden), dtype=grad_gates.dtype)  # the same, [T, B, 4H]
         wants_weight = weight_hh_input.requires_grad
         h_prev = xp.concatenate([h0[None], out[:-1]], axis=0)  # h_0..h_{T-1}: [T, B, H]
@@ -1043,12 +1061,13 @@ class LSTMLayer(Function):
         # left it; the last piece (the first steps) is split over the threads once the loop is
         # done. W_hh's gradient is the sum of the pieces' parts, in time order: the same
         # numbers on any number of threads.
-        dh = xp.array(grad_h.T, dtype=acts.dtype, order="C")  # [H, B]; copies: updated in place below
         dc = xp.array(grad_c.T, dtype=cells.dtype, order="C")
         scratch = xp.empty((hidden, batch), dtype=cells.dtype)
-        to_previous_h = _step_product(weight_hh.T, dh)  # [H, 4H] @ [4H, B]: dgates_t to h_{t-1}
+        to_previous_h = to_previous_h.result()  # [H, 4H] @ [4H, B] into dh
         pending, piece_end = [], steps
         for t in range(steps - 1, -1, -1):
+            if t in prepared:
+                prepared.pop(t).result()  # this piece's local factors are made
             dgates = grad_gates[t]  # [4H, B]
             dh += grad_steps[t]  # h_t feeds out[t] and step t + 1
             dc += xp.multiply(dh, through_h[t], out=scratch)  # c_t feeds h_t and c_{t+1}
