@@ -956,9 +956,14 @@ class LSTMLayer(Function):
                 projected += bias_in
             acts[first:last] = projected.reshape(four_hidden, last - first, batch).transpose(1, 0, 2)  # [n, 4H, B]
 
-        projections = {start: parallel.start(lambda first=start: project(first, min(steps, first + _LSTM_PIECE)),
-                                             like=acts) for start in range(_LSTM_PIECE, steps, _LSTM_PIECE)}
-        project(0, min(steps, _LSTM_PIECE))  # meanwhile the first piece here
+        # The loop waits for the first piece, so the two threads make it together: its first
+        # half here, its second half and then the other pieces there, each before the loop
+        # needs it (a piece's GEMM takes about as long as the loop's 16 steps).
+        first_pieces = [(0, steps)] if steps <= _LSTM_PIECE else [(0, _LSTM_PIECE // 2), (_LSTM_PIECE // 2, _LSTM_PIECE)]
+        pieces = first_pieces + [(start, min(steps, start + _LSTM_PIECE)) for start in range(_LSTM_PIECE, steps, _LSTM_PIECE)]
+        projections = {first: parallel.start(lambda first=first, last=last: project(first, last), like=acts)
+                       for first, last in pieces[1:]}
+        project(*pieces[0])
         # sigmoid(x) = (1 + tanh(x / 2)) / 2, the formula of ops.sigmoid (no overflow). With the
         # rows of i, f, o halved in W_ih, b and W_hh (exact: a power of two), one tanh per
         # step covers all four gates.
