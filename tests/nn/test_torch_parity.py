@@ -213,8 +213,10 @@ def test_lstm_with_the_step_gemm_in_blocks(monkeypatch, dtype, small_gemm, hidde
 
 
 def test_lstm_backward_in_pieces_matches_torch(monkeypatch):
-    """Backward hands its gate gradients on in pieces of F._LSTM_PIECE steps (W_hh's gradient
-    summed over them); at 3 steps a piece, 8 steps make pieces 6-7, 3-5 and 0-2."""
+    """Forward projects the input and backward prepares its gate factors and hands its gate
+    gradients on in pieces of F._LSTM_PIECE steps (W_hh's gradient summed over them); at 3
+    steps a piece, 8 steps make the forward's pieces 0, 1-2 (the first one in halves), 3-5 and
+    6-7, and the backward's 6-7, 3-5 and 0-2."""
     monkeypatch.setattr(F, "_LSTM_PIECE", 3)
     ours, theirs = nn.LSTM(3, 4, num_layers=2), tnn.LSTM(3, 4, num_layers=2)
     compare(ours, theirs, [rand(8, 2, 3)], np.float64, lambda x: [ours(x)[0]], lambda x: [theirs(x)[0]])
