@@ -893,7 +893,8 @@ class LSTMLayer(Function):
 
     The input projection W_ih x_t + b does not depend on h: it is computed for many steps at
     once, [4H, I] @ [I, n*B] per piece of _LSTM_PIECE steps, by a thread of minilm's while the
-    time loop (one thread: each step needs the one before) runs the piece before it.
+    time loop (one thread: each step needs the one before) runs the piece before it (the
+    first piece, which the loop waits for, by both threads).
 
     The time loop runs on arrays in buffers made once, each step feature-major: gates
     [4H, B], h and c [H, B] (the projection is transposed on the way in, the outputs on the
@@ -905,11 +906,12 @@ class LSTMLayer(Function):
     in PyTorch's order.
 
     Per step, forward is one GEMM and the gate arithmetic of `LSTMCell` in place. Backward
-    through time first computes, for all steps at once, the gate derivatives that do not
-    depend on the gradient flowing back (i (1 - i) g, ...); the reverse loop then only
-    scales them by dc_t or dh_t and runs one GEMM, W_hh^T dgates_t. W_hh's gradient,
-    sum_t dgates_t h_{t-1}^T, is made piece by piece beside the loop; the input's, W_ih's and
-    the bias's are those of a Linear layer given the gate gradients of all steps.
+    through time first computes, a piece of steps at a time (all but the first on a thread of
+    minilm's while the loop runs), the gate derivatives that do not depend on the gradient
+    flowing back (i (1 - i) g, ...); the reverse loop then only scales them by dc_t or dh_t
+    and runs one GEMM, W_hh^T dgates_t. W_hh's gradient, sum_t dgates_t h_{t-1}^T, is made
+    piece by piece beside the loop; the input's, W_ih's and the bias's are those of a Linear
+    layer given the gate gradients of all steps.
     """
 
     autocast_policy = "low"
@@ -959,8 +961,9 @@ class LSTMLayer(Function):
         # The loop waits for the first piece, so the two threads make it together: its first
         # half here, its second half and then the other pieces there, each before the loop
         # needs it (a piece's GEMM takes about as long as the loop's 16 steps).
-        first_pieces = [(0, steps)] if steps <= _LSTM_PIECE else [(0, _LSTM_PIECE // 2), (_LSTM_PIECE // 2, _LSTM_PIECE)]
-        pieces = first_pieces + [(start, min(steps, start + _LSTM_PIECE)) for start in range(_LSTM_PIECE, steps, _LSTM_PIECE)]
+        half = _LSTM_PIECE // 2
+        pieces = [(0, steps)] if steps <= _LSTM_PIECE else [(0, half), (half, _LSTM_PIECE)]
+        pieces += [(start, min(steps, start + _LSTM_PIECE)) for start in range(_LSTM_PIECE, steps, _LSTM_PIECE)]
         projections = {first: parallel.start(lambda first=first, last=last: project(first, last), like=acts)
                        for first, last in pieces[1:]}
         project(*pieces[0])
