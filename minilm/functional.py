@@ -1020,27 +1020,27 @@ class LSTMLayer(Function):
 
         def prepare(first: int, last: int) -> None:
             """local, through_h and grad_steps for steps first..last-1."""
-            t = slice(first, last)
-            for s, local_s in ((acts[t, : 2 * hidden], local[t, : 2 * hidden]), (o[t], local_o[t])):
+            span = slice(first, last)
+            for s, local_s in ((acts[span, : 2 * hidden], local[span, : 2 * hidden]), (o[span], local_o[span])):
                 xp.subtract(1, s, out=local_s)  # sigmoid' = s (1 - s), for i, f and o
                 local_s *= s
-            local_i[t] *= g[t]
+            local_i[span] *= g[span]
             if first == 0:
                 local_f[0] *= c0.T
             local_f[max(first, 1) : last] *= cells[max(first, 1) - 1 : last - 1]  # c_{t-1}
-            xp.multiply(g[t], g[t], out=local_g[t])
-            xp.subtract(1, local_g[t], out=local_g[t])
-            local_g[t] *= i[t]
-            local_o[t] *= tanh_cells[t]
-            xp.multiply(tanh_cells[t], tanh_cells[t], out=through_h[t])
-            xp.subtract(1, through_h[t], out=through_h[t])
-            through_h[t] *= o[t]
-            grad_steps[t] = grad_out[t].transpose(0, 2, 1)  # [n, B, H] -> [n, H, B]
+            xp.multiply(g[span], g[span], out=local_g[span])
+            xp.subtract(1, local_g[span], out=local_g[span])
+            local_g[span] *= i[span]
+            local_o[span] *= tanh_cells[span]
+            xp.multiply(tanh_cells[span], tanh_cells[span], out=through_h[span])
+            xp.subtract(1, through_h[span], out=through_h[span])
+            through_h[span] *= o[span]
+            grad_steps[span] = grad_out[span].transpose(0, 2, 1)  # [n, B, H] -> [n, H, B]
 
         # dgates_t to h_{t-1} is W_hh^T [H, 4H] @ dgates_t [4H, B]: W_hh^T is copied out
         # (contiguous for _step_product, ~0.3 ms at H=256) on a thread of minilm's, first.
         dh = xp.array(grad_h.T, dtype=acts.dtype, order="C")  # [H, B]; copies: updated in place below
-        to_previous_h = parallel.start(lambda: _step_product(weight_hh.T, dh), like=acts)
+        making_product = parallel.start(lambda: _step_product(weight_hh.T, dh), like=acts)
         starts = range(0, steps, _LSTM_PIECE)  # the pieces of steps, as the loop below leaves them
         prepared = {min(steps, start + _LSTM_PIECE) - 1: parallel.start(  # keyed by the step that needs them first
             lambda first=start: prepare(first, min(steps, first + _LSTM_PIECE)), like=acts)
@@ -1071,7 +1071,7 @@ class LSTMLayer(Function):
         # numbers on any number of threads.
         dc = xp.array(grad_c.T, dtype=cells.dtype, order="C")
         scratch = xp.empty((hidden, batch), dtype=cells.dtype)
-        to_previous_h = to_previous_h.result()  # [H, 4H] @ [4H, B] into dh
+        to_previous_h = making_product.result()  # [H, 4H] @ [4H, B] into dh
         pending, piece_end = [], steps
         for t in range(steps - 1, -1, -1):
             if t in prepared:
