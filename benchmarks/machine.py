@@ -1,8 +1,10 @@
 """The machine a benchmark ran on, printed next to its ratios (shared by every benchmark).
 
 A ratio against a peer means little without the machine: the CPU model, its vector ISA
-(AVX2 only or AVX-512), the BLAS NumPy uses and how many threads it runs, the number of
-cores and the load on them when the figures were taken (these machines are shared).
+(AVX2 only or AVX-512), the vector kernels NumPy, OpenBLAS and torch actually chose (fewer
+than the CPU has when `benchmarks/avx2_kernels.sh` turned AVX-512 off), the BLAS NumPy uses
+and how many threads it runs, the number of cores and the load on them when the figures
+were taken (these machines are shared).
 
     from machine import describe_machine
     print(describe_machine())          # a few lines, each starting with "machine:"
@@ -46,8 +48,9 @@ def vector_isa() -> str:
     return "none"
 
 
-def _openblas_threads() -> int | None:
-    """Ask a loaded OpenBLAS for its thread count through its C API (no threadpoolctl needed)."""
+def _openblas_call(name: str, restype):
+    """Call the loaded OpenBLAS's `openblas_<name>()` through its C API (no threadpoolctl
+    needed), under any of the symbol names NumPy's builds export; None without OpenBLAS."""
     try:
         with open("/proc/self/maps") as file:
             paths = {line.split()[-1] for line in file if "openblas" in line.lower() and ".so" in line}
@@ -58,12 +61,32 @@ def _openblas_threads() -> int | None:
             library = ctypes.CDLL(path)
         except OSError:
             continue
-        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
+        for symbol in (f"scipy_openblas_{name}64_", f"openblas_{name}64_", f"openblas_{name}"):
             function = getattr(library, symbol, None)
             if function is not None:
-                function.restype = ctypes.c_int
-                return int(function())
+                function.restype = restype
+                return function()
     return None
+
+
+def _openblas_threads() -> int | None:
+    threads = _openblas_call("get_num_threads", ctypes.c_int)
+    return None if threads is None else int(threads)
+
+
+def kernels() -> str:
+    """The vector kernels in use: NumPy's highest enabled dispatch target (X86_V3 is AVX2,
+    X86_V4 and AVX512_* are AVX-512; NPY_DISABLE_CPU_FEATURES turns targets off) and the core
+    type OpenBLAS chose (OPENBLAS_CORETYPE overrides it: Haswell is AVX2, SkylakeX AVX-512)."""
+    try:  # private to NumPy, so read defensively
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+        enabled = [target for target in __cpu_dispatch__ if __cpu_features__.get(target)]
+        numpy_kernels = enabled[-1] if enabled else "baseline"
+    except ImportError:
+        numpy_kernels = "unknown"
+    core = _openblas_call("get_corename", ctypes.c_char_p)
+    return f"kernels: numpy {numpy_kernels}, OpenBLAS {core.decode() if core else 'unknown'}"
 
 
 def blas() -> str:
@@ -108,7 +131,7 @@ def describe_machine(peer: str | None = None) -> str:
     lines = [
         (f"machine: {cpu_model()}, {os.cpu_count()} cores, ISA {vector_isa()}, "
          f"{platform.python_implementation()} {platform.python_version()}"),
-        f"machine: numpy {np.__version__} with {blas()}; {load()}",
+        f"machine: numpy {np.__version__} with {blas()}; {kernels()}; {load()}",
         f"machine: {minilm_threads()}",
     ]
     if peer:
