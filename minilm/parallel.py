@@ -100,9 +100,13 @@ def over_blocks(size: int, work: Callable[[int, int], None], grain: int, align: 
     the calling thread taking the first. A block is at least `grain` long (fewer threads
     otherwise: one means inline) and starts at a multiple of `align`. With `like` an array
     that is not NumPy's (a GPU array), work runs inline: the device does the parallel part."""
-    threads = min(num_threads(), size // max(grain, 1))
-    if getattr(_inside, "worker", False) or (like is not None and type(like) is not np.ndarray):
+    # Too small to split is decided first: it is most calls, and num_threads() reads the
+    # environment and the CPU affinity (~5 us, more than a small op's arithmetic).
+    blocks = size // max(grain, 1)
+    if blocks <= 1 or getattr(_inside, "worker", False) or (like is not None and type(like) is not np.ndarray):
         threads = 1
+    else:
+        threads = min(num_threads(), blocks)
     if threads <= 1:
         work(0, size)
         return
@@ -233,15 +237,22 @@ def matmul(a, b, bias=None):
     product. Anything else (smaller products, float64, broadcast stacks, a call inside a
     block of minilm's threads, CuPy arrays) is a plain `a @ b`.
     """
-    on_cpu = type(a) is np.ndarray and type(b) is np.ndarray and a.ndim >= 2 and b.ndim >= 2
-    threads = gemm_threads() if on_cpu and not getattr(_inside, "worker", False) else 1
-    work = a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.size // (a.shape[-2] * a.shape[-1]) if a.ndim > 2 else 1)
     # OpenBLAS's float64 GEMM rounds a row differently with the size of the call: split, it
     # would depend on the thread count. float32 is split only above the small-matrix sizes.
-    large_float32 = threads > 1 and a.dtype == b.dtype == np.float32 and work >= BLAS_THREADS_FROM
+    # Whether the product is one of those is decided before the thread count is asked for
+    # (see over_blocks): most products in a small model are not.
+    on_cpu = type(a) is np.ndarray and type(b) is np.ndarray and a.ndim >= 2 and b.ndim >= 2
+    work = a.size * b.shape[-1] if on_cpu else 0  # multiply-adds: [..., M, K] @ [K, N] is M K N per matrix
+    large_float32 = (work >= BLAS_THREADS_FROM and a.dtype == b.dtype == np.float32
+                     and not getattr(_inside, "worker", False))
+    threads = gemm_threads() if large_float32 else 1
+    if not large_float32 or threads <= 1:  # the common case for small models, before any other work
+        out = a @ b
+        if bias is not None:
+            out += bias
+        return out
     splitting_lately = time.monotonic() - _last_split < _SPIN_SECONDS
-    if large_float32 and splitting_lately and (
-            a.ndim == b.ndim == 2 or (a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2])):
+    if splitting_lately and (a.ndim == b.ndim == 2 or (a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2])):
         rows, columns = a.shape[-2], b.shape[-1]
         out = np.empty(a.shape[:-1] + (columns,), dtype=np.result_type(a, b))  # as a @ b; the bias is added in place
         if a.ndim > 2:  # stacks: each thread its share of the matrices
@@ -270,9 +281,9 @@ def matmul(a, b, bias=None):
             over_blocks(columns, block, grain=-(-BLAS_THREADS_FROM // threads * columns // work), align=16,
                         _gemm=True)
         return out
-    if large_float32 and not splitting_lately:
+    if not splitting_lately:
         out = _on_blas_threads(threads, a, b)
-    else:
+    else:  # a broadcast stack while minilm splits other work: one call, OpenBLAS on one thread
         out = a @ b
     if bias is not None:
         out += bias

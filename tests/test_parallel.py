@@ -44,6 +44,27 @@ def test_blocks_cover_the_range_once(monkeypatch, size, grain, align):
     assert all(start % align == 0 for start, _ in seen)
 
 
+def test_a_small_models_step_never_asks_for_the_thread_count(monkeypatch):
+    # num_threads() reads the environment and the CPU affinity (~5 us): asked on every small
+    # op and product it made a tiny MLP's training step 1.7x slower (benchmarks/
+    # autograd_overhead.py). Work too small to split must run inline without asking.
+    import minilm as ml
+    import minilm.functional as F
+
+    def asked():
+        raise AssertionError("num_threads() was asked for work too small to split")
+
+    monkeypatch.setattr(parallel, "num_threads", asked)
+    rng = np.random.default_rng(0)
+    x = ml.tensor(rng.standard_normal((64, 32)).astype(np.float32))
+    w = ml.tensor(rng.standard_normal((10, 32)).astype(np.float32), requires_grad=True)
+    b = ml.tensor(np.zeros(10, np.float32), requires_grad=True)
+    hidden = F.gelu(F.layer_norm(x)) @ ml.tensor(np.eye(32, dtype=np.float32))
+    loss = F.cross_entropy(F.softmax(F.linear(hidden, w, b), -1), rng.integers(0, 10, 64))
+    loss.backward()
+    assert w.grad.shape == (10, 32) and np.isfinite(w.grad.numpy()).all()
+
+
 def test_a_workers_exception_reaches_the_caller_and_nested_work_runs_inline(monkeypatch):
     monkeypatch.setenv("MINILM_NUM_THREADS", "2")
     inner = []
