@@ -49,24 +49,15 @@ def vector_isa() -> str:
 
 
 def _openblas_call(name: str, restype):
-    """Call the loaded OpenBLAS's `openblas_<name>()` through its C API (no threadpoolctl
-    needed), under any of the symbol names NumPy's builds export; None without OpenBLAS."""
-    try:
-        with open("/proc/self/maps") as file:
-            paths = {line.split()[-1] for line in file if "openblas" in line.lower() and ".so" in line}
-    except OSError:
+    """Call the loaded OpenBLAS's `openblas_<name>()` (found as minilm.parallel finds its
+    set_num_threads, no threadpoolctl needed); None without OpenBLAS."""
+    from minilm.parallel import _openblas_function
+
+    function = _openblas_function(name)
+    if function is None:
         return None
-    for path in sorted(paths):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in (f"scipy_openblas_{name}64_", f"openblas_{name}64_", f"openblas_{name}"):
-            function = getattr(library, symbol, None)
-            if function is not None:
-                function.restype = restype
-                return function()
-    return None
+    function.restype = restype
+    return function()
 
 
 def _openblas_threads() -> int | None:
